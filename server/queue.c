@@ -1,0 +1,573 @@
+/* queue: the durable on-disk queue; the format is documented in queue.h and
+ * docs/queue.md. Every write goes to tmp/ first, is fsync'd, then renamed
+ * into active/, and the directory is fsync'd, so a crash at any point
+ * leaves either the complete old state or the complete new one. */
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/xalloc.h"
+
+#define QUEUE_MAGIC "SUBGATE-QUEUE 1\n"
+/* Bounds on numeric envelope fields: a corrupt file must not make the
+ * runner compute with absurd values. */
+#define QUEUE_MAX_ATTEMPTS 1000000u
+#define QUEUE_MAX_TIME 253402300799LL /* 9999-12-31T23:59:59Z */
+
+static const char queue_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/* Microseconds since the epoch from CLOCK_REALTIME. */
+static uint64_t queue_now_usec(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* An id is one number written as 12 base-36 digits, most significant
+ * first, so that string order is numeric order: the microsecond of
+ * creation times 1024 plus 10 random bits. 36^12 / 1024 microseconds
+ * reach beyond the year 2100. Waiting for the clock to move on before
+ * returning keeps ids from one thread distinct without shared state; the
+ * random bits separate processes that hit the same microsecond, and
+ * queue_commit() refuses to replace an existing file should that fail. */
+void queue_id_new(char *id)
+{
+    uint64_t usec = queue_now_usec();
+    uint16_t rnd = 0;
+    uint64_t v;
+
+    while (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        if (errno != EINTR) {
+            /* getrandom() on Linux >= 3.17 with a seeded pool does not
+             * fail otherwise; the time part still orders and the
+             * no-replace rename still protects. */
+            rnd = (uint16_t)getpid();
+            break;
+        }
+    }
+    v = usec * 1024u + (rnd & 1023u);
+    for (int i = QUEUE_ID_LEN - 1; i >= 0; i--) {
+        id[i] = queue_digits[v % 36u];
+        v /= 36u;
+    }
+    id[QUEUE_ID_LEN] = '\0';
+    while (queue_now_usec() == usec) {
+        /* at most one microsecond */
+    }
+}
+
+/* 1 if id is exactly QUEUE_ID_LEN characters of [0-9A-Z]: only such names
+ * are ever joined to a directory path. */
+static int queue_id_valid(const char *id)
+{
+    size_t i;
+
+    for (i = 0; i < QUEUE_ID_LEN; i++) {
+        char c = id[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
+            return 0;
+    }
+    return id[i] == '\0';
+}
+
+/* Joins "dir/sub/name" into out. 0 or -ENAMETOOLONG. */
+static int queue_path(char *out, size_t outlen, const char *dir,
+                      const char *sub, const char *name, const char *suffix)
+{
+    int n = snprintf(out, outlen, "%s/%s%s%s%s", dir, sub, name ? "/" : "",
+                     name ? name : "", suffix);
+
+    if (n < 0 || (size_t)n >= outlen)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+static int queue_mkdir(const char *path)
+{
+    if (mkdir(path, 0700) == 0)
+        return 0;
+    if (errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+            return -errno;
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    }
+    return -errno;
+}
+
+int queue_dirs_init(const char *queue_dir)
+{
+    char path[PATH_MAX];
+    static const char *const subs[] = {"tmp", "active"};
+    int rc;
+
+    rc = queue_mkdir(queue_dir);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        rc = queue_path(path, sizeof(path), queue_dir, subs[i], NULL, "");
+        if (rc < 0)
+            return rc;
+        rc = queue_mkdir(path);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* fsync()s a directory so that a rename or unlink in it is durable. */
+static int queue_fsync_dir(const char *queue_dir, const char *sub)
+{
+    char path[PATH_MAX];
+    int fd, rc = 0;
+
+    rc = queue_path(path, sizeof(path), queue_dir, sub, NULL, "");
+    if (rc < 0)
+        return rc;
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* Writes all of iov[0..cnt) to fd, resuming after short writes and EINTR.
+ * iov is modified. 0 or -errno. */
+static int queue_writev_all(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        ssize_t n;
+
+        if (iov->iov_len == 0) {
+            iov++;
+            cnt--;
+            continue;
+        }
+        n = writev(fd, iov, cnt < IOV_MAX ? cnt : IOV_MAX);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* 1 if s is at most max octets and has no control characters (a value
+ * must stay on its line). Empty is allowed. */
+static int queue_value_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (n >= max || c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Formats the envelope block of env into a new buffer; *len_r its length.
+ * NULL with *err_r = -EINVAL for an envelope that could not be read back
+ * (bad id, a value with a newline, no recipients, over the bounds). */
+static char *queue_env_format(const struct queue_env *env, size_t *len_r,
+                              int *err_r)
+{
+    size_t cap = SG_MAX_QUEUE_ENVELOPE, len;
+    char *buf;
+    int n;
+
+    *err_r = -EINVAL;
+    if (!queue_id_valid(env->id) || env->nrcpt == 0 ||
+        env->nrcpt > SG_MAX_RECIPIENTS ||
+        !queue_value_ok(env->session, sizeof(env->session) - 1) ||
+        !queue_value_ok(env->member, SG_MAX_PATH) ||
+        !queue_value_ok(env->sender, SG_MAX_PATH) || env->time < 0 ||
+        env->time > QUEUE_MAX_TIME || env->next < 0 ||
+        env->next > QUEUE_MAX_TIME || env->attempts > QUEUE_MAX_ATTEMPTS)
+        return NULL;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        if (env->rcpt[i] == NULL || env->rcpt[i][0] == '\0' ||
+            !queue_value_ok(env->rcpt[i], SG_MAX_PATH))
+            return NULL;
+    }
+    buf = xmalloc(cap);
+    n = snprintf(buf, cap,
+                 QUEUE_MAGIC "id %s\ntime %lld\nsession %s\nmember %s\n"
+                             "sender %s\nattempts %u\nnext %lld\n",
+                 env->id, env->time, env->session, env->member, env->sender,
+                 env->attempts, env->next);
+    if (n < 0 || (size_t)n >= cap)
+        goto toolong;
+    len = (size_t)n;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        n = snprintf(buf + len, cap - len, "rcpt %s\n", env->rcpt[i]);
+        if (n < 0 || (size_t)n >= cap - len)
+            goto toolong;
+        len += (size_t)n;
+    }
+    if (len + 1 >= cap)
+        goto toolong;
+    buf[len++] = '\n';
+    *len_r = len;
+    return buf;
+toolong:
+    free(buf);
+    return NULL;
+}
+
+/* Creates tmp (O_EXCL), writes the envelope block and the message, fsyncs
+ * and closes it. On failure the file is removed. 0 or -errno. */
+static int queue_write_file(const char *tmp, const char *envbuf,
+                            size_t envlen, const struct iovec *iov,
+                            int iovcnt)
+{
+    struct iovec *v;
+    int fd, rc;
+
+    if (iovcnt < 0)
+        return -EINVAL;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    v = xcalloc((size_t)iovcnt + 1, sizeof(*v));
+    v[0].iov_base = (void *)(uintptr_t)envbuf;
+    v[0].iov_len = envlen;
+    for (int i = 0; i < iovcnt; i++)
+        v[i + 1] = iov[i];
+    rc = queue_writev_all(fd, v, iovcnt + 1);
+    free(v);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0)
+        unlink(tmp);
+    return rc;
+}
+
+/* rename() that fails with EEXIST instead of replacing: an id collision
+ * must never overwrite a queued message. Falls back to link() + unlink()
+ * on file systems without RENAME_NOREPLACE. */
+static int queue_rename_noreplace(const char *from, const char *to)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    if (link(from, to) < 0)
+        return -errno;
+    unlink(from);
+    return 0;
+}
+
+int queue_commit(const char *queue_dir, const struct queue_env *env,
+                 const struct iovec *iov, int iovcnt)
+{
+    char tmp[PATH_MAX], act[PATH_MAX];
+    size_t envlen;
+    char *envbuf;
+    int rc;
+
+    envbuf = queue_env_format(env, &envlen, &rc);
+    if (envbuf == NULL)
+        return rc;
+    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id, "")) <
+            0 ||
+        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id,
+                         "")) < 0) {
+        free(envbuf);
+        return rc;
+    }
+    rc = queue_write_file(tmp, envbuf, envlen, iov, iovcnt);
+    free(envbuf);
+    if (rc < 0)
+        return rc;
+    rc = queue_rename_noreplace(tmp, act);
+    if (rc < 0) {
+        unlink(tmp);
+        return rc;
+    }
+    rc = queue_fsync_dir(queue_dir, "active");
+    if (rc < 0) {
+        /* Not durable: the client will be told to try again, so the copy
+         * must not be delivered as well. */
+        unlink(act);
+        return rc;
+    }
+    return 0;
+}
+
+int queue_update(const char *queue_dir, const struct queue_env *env,
+                 const char *body, size_t bodylen)
+{
+    char tmp[PATH_MAX], act[PATH_MAX];
+    struct iovec iov;
+    size_t envlen;
+    char *envbuf;
+    int rc;
+
+    envbuf = queue_env_format(env, &envlen, &rc);
+    if (envbuf == NULL)
+        return rc;
+    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id,
+                         ".new")) < 0 ||
+        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id,
+                         "")) < 0) {
+        free(envbuf);
+        return rc;
+    }
+    /* A message deleted meanwhile (by the admin tool) stays deleted. */
+    if (access(act, F_OK) < 0) {
+        rc = -errno;
+        free(envbuf);
+        return rc;
+    }
+    /* A left-over from a crash during an earlier update. */
+    if (unlink(tmp) < 0 && errno != ENOENT) {
+        rc = -errno;
+        free(envbuf);
+        return rc;
+    }
+    iov.iov_base = (void *)(uintptr_t)body;
+    iov.iov_len = bodylen;
+    rc = queue_write_file(tmp, envbuf, envlen, &iov, 1);
+    free(envbuf);
+    if (rc < 0)
+        return rc;
+    if (rename(tmp, act) < 0) {
+        rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    return queue_fsync_dir(queue_dir, "active");
+}
+
+int queue_remove(const char *queue_dir, const char *id)
+{
+    char act[PATH_MAX];
+    int rc;
+
+    if (!queue_id_valid(id))
+        return -EINVAL;
+    rc = queue_path(act, sizeof(act), queue_dir, "active", id, "");
+    if (rc < 0)
+        return rc;
+    if (unlink(act) < 0)
+        return -errno;
+    return queue_fsync_dir(queue_dir, "active");
+}
+
+/* The envelope keys, each with where its value goes. */
+enum queue_key {
+    QK_ID,
+    QK_TIME,
+    QK_SESSION,
+    QK_MEMBER,
+    QK_SENDER,
+    QK_ATTEMPTS,
+    QK_NEXT,
+    QK_RCPT,
+    QK_COUNT
+};
+
+static const char *const queue_keys[QK_COUNT] = {
+    "id", "time", "session", "member", "sender", "attempts", "next", "rcpt",
+};
+
+/* Parses a decimal number of at most max, no sign, no leading zeros
+ * beyond "0". 0 ok, -1 bad. */
+static int queue_parse_num(const char *s, size_t len, long long max,
+                           long long *r)
+{
+    long long v = 0;
+
+    if (len == 0 || len > 19 || (len > 1 && s[0] == '0'))
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        if (v > (max - (s[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *r = v;
+    return 0;
+}
+
+/* Copies a value of len octets into out (room for max + 1). 0 ok, -1 over
+ * the bound or with a control character. */
+static int queue_copy_value(const char *v, size_t len, char *out, size_t max)
+{
+    if (len > max)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7f)
+            return -1;
+    }
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* Stores one "key value" line into env. 0 ok, -1 with *err_r. */
+static int queue_env_line(struct queue_env *env, enum queue_key k,
+                          const char *v, size_t vlen, size_t *rcap,
+                          const char **err_r)
+{
+    long long num;
+
+    switch (k) {
+    case QK_ID:
+        if (vlen != QUEUE_ID_LEN ||
+            queue_copy_value(v, vlen, env->id, QUEUE_ID_LEN) < 0 ||
+            !queue_id_valid(env->id))
+            return *err_r = "bad id", -1;
+        return 0;
+    case QK_TIME:
+    case QK_NEXT:
+        if (queue_parse_num(v, vlen, QUEUE_MAX_TIME, &num) < 0)
+            return *err_r = "bad time", -1;
+        *(k == QK_TIME ? &env->time : &env->next) = num;
+        return 0;
+    case QK_ATTEMPTS:
+        if (queue_parse_num(v, vlen, QUEUE_MAX_ATTEMPTS, &num) < 0)
+            return *err_r = "bad attempts", -1;
+        env->attempts = (unsigned)num;
+        return 0;
+    case QK_SESSION:
+        if (queue_copy_value(v, vlen, env->session,
+                             sizeof(env->session) - 1) < 0)
+            return *err_r = "bad session", -1;
+        return 0;
+    case QK_MEMBER:
+    case QK_SENDER:
+        if (queue_copy_value(v, vlen,
+                             k == QK_MEMBER ? env->member : env->sender,
+                             SG_MAX_PATH) < 0)
+            return *err_r = "bad address", -1;
+        return 0;
+    case QK_RCPT:
+        break;
+    default:
+        return *err_r = "bad key", -1;
+    }
+    if (env->nrcpt >= SG_MAX_RECIPIENTS)
+        return *err_r = "too many recipients", -1;
+    if (vlen == 0 || vlen > SG_MAX_PATH)
+        return *err_r = "bad recipient", -1;
+    if (env->nrcpt == *rcap) {
+        *rcap = *rcap ? *rcap * 2 : 8;
+        env->rcpt = xrealloc(env->rcpt, *rcap * sizeof(*env->rcpt));
+    }
+    env->rcpt[env->nrcpt] = xmalloc(vlen + 1);
+    if (queue_copy_value(v, vlen, env->rcpt[env->nrcpt], SG_MAX_PATH) < 0) {
+        free(env->rcpt[env->nrcpt]);
+        return *err_r = "bad recipient", -1;
+    }
+    env->nrcpt++;
+    return 0;
+}
+
+/* Splits one line "key value" (or "key" with an empty value) and hands it
+ * to queue_env_line(); seen counts each key. 0 ok, -1 with *err_r. */
+static int queue_parse_line(struct queue_env *env, const char *line,
+                            size_t len, unsigned seen[QK_COUNT],
+                            size_t *rcap, const char **err_r)
+{
+    const char *sp = memchr(line, ' ', len);
+    size_t klen = sp ? (size_t)(sp - line) : len;
+    const char *v = sp ? sp + 1 : line + len;
+    size_t vlen = sp ? len - klen - 1 : 0;
+    int k;
+
+    for (k = 0; k < QK_COUNT; k++) {
+        if (strlen(queue_keys[k]) == klen &&
+            memcmp(queue_keys[k], line, klen) == 0)
+            break;
+    }
+    if (k == QK_COUNT)
+        return *err_r = "unknown key", -1;
+    if (k != QK_RCPT && seen[k] > 0)
+        return *err_r = "duplicate key", -1;
+    seen[k]++;
+    return queue_env_line(env, (enum queue_key)k, v, vlen, rcap, err_r);
+}
+
+int queue_env_parse(const char *buf, size_t len, struct queue_env *env,
+                    size_t *body_off_r, const char **err_r)
+{
+    size_t magic = sizeof(QUEUE_MAGIC) - 1, pos, rcap = 0;
+    size_t lim = len < SG_MAX_QUEUE_ENVELOPE ? len : SG_MAX_QUEUE_ENVELOPE;
+    unsigned seen[QK_COUNT] = {0};
+
+    memset(env, 0, sizeof(*env));
+    if (len < magic || memcmp(buf, QUEUE_MAGIC, magic) != 0) {
+        *err_r = "not a queue file";
+        return -1;
+    }
+    for (pos = magic;;) {
+        const char *nl = memchr(buf + pos, '\n', lim - pos);
+        size_t ll;
+
+        if (nl == NULL) {
+            *err_r = lim < len ? "envelope too long" : "no end of envelope";
+            goto bad;
+        }
+        ll = (size_t)(nl - (buf + pos));
+        if (ll == 0) {
+            pos++;
+            break;
+        }
+        if (queue_parse_line(env, buf + pos, ll, seen, &rcap, err_r) < 0)
+            goto bad;
+        pos += ll + 1;
+    }
+    for (int k = 0; k < QK_COUNT; k++) {
+        if (seen[k] == 0) {
+            *err_r = k == QK_RCPT ? "no recipients" : "missing key";
+            goto bad;
+        }
+    }
+    *body_off_r = pos;
+    return 0;
+bad:
+    queue_env_clear(env);
+    return -1;
+}
+
+void queue_env_clear(struct queue_env *env)
+{
+    for (size_t i = 0; i < env->nrcpt; i++)
+        free(env->rcpt[i]);
+    free(env->rcpt);
+    env->rcpt = NULL;
+    env->nrcpt = 0;
+}
