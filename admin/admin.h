@@ -18,8 +18,11 @@
 #define ADMIN_FAIL 1
 #define ADMIN_USAGE 2
 
-/* Longest password accepted on stdin (the longest one AUTH can carry). */
-#define ADMIN_MAX_PASSWORD 1024
+/* Longest password accepted on stdin: libxcrypt hashes at most 511
+ * octets (CRYPT_MAX_PASSPHRASE_SIZE, 512 with the NUL). */
+#define ADMIN_MAX_PASSWORD 511
+/* Buffer for a password line: the limit, a CR and the NUL. */
+#define ADMIN_PASSWORD_BUF (ADMIN_MAX_PASSWORD + 2)
 /* Length of a generated password. */
 #define ADMIN_RANDOM_PASSWORD_LEN 20
 
@@ -47,6 +50,9 @@ int admin_dispatch(struct admin_ctx *ctx, const struct admin_cmd *table,
 int admin_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "subgate: usage: subgate USAGE" on stderr; returns ADMIN_USAGE. */
 int admin_usage(const char *usage);
+/* Prints "subgate: MESSAGE" on stderr; returns ADMIN_USAGE (a bad option
+ * value or argument shape, as opposed to a failed operation). */
+int admin_badarg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* admin_fail with ": " and the database's error message appended. */
 int admin_db_fail(struct admin_ctx *ctx, const char *what);
 
@@ -103,12 +109,20 @@ long long admin_tenant_id(struct admin_ctx *ctx, const char *name);
 /* The id of the tenant owning domain, 0 if none, -1 on error. */
 long long admin_domain_tenant(struct admin_ctx *ctx, const char *domain);
 
+/* Finds the member whose primary address is address: 1 with *id_r and
+ * *tenant_id_r (either may be NULL), 0 none, -1 on error (printed). */
+int admin_member_find(struct admin_ctx *ctx, const char *address,
+                      long long *id_r, long long *tenant_id_r);
+/* 1 if address is some member's primary address or alias, 0 if free, -1
+ * on error (printed). */
+int admin_addr_in_use(struct admin_ctx *ctx, const char *address);
+
 /* Formats a Unix time as ISO 8601 UTC ("2026-01-31T12:00:00Z") into out
  * (at least 21 octets); "-" for 0 (never). Returns out. */
 char *admin_iso_time(long long t, char *out, size_t outlen);
 
-/* Reads one line from stdin as a password into out (room for
- * ADMIN_MAX_PASSWORD + 1): CR/LF stripped, refused when empty, longer than
+/* Reads one line from stdin as a password into out (outlen is
+ * ADMIN_PASSWORD_BUF): CR/LF stripped, refused when empty, longer than
  * ADMIN_MAX_PASSWORD or holding a NUL. ADMIN_OK or ADMIN_FAIL (printed).
  * The caller wipes out. */
 int admin_read_password(char *out, size_t outlen);

@@ -145,16 +145,21 @@ int db_open(const char *path, int create, sqlite3 **db_r, char *err,
     if (db_setup(db, path, err, errlen) != 0)
         goto fail;
     if (create) {
-        if (db_migrate(db, err, errlen) != 0)
+        char why[512];
+        if (db_migrate(db, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s: %s", path, why);
             goto fail;
+        }
     } else {
-        version = db_schema_version(db, err, errlen);
+        char why[512];
+        version = db_schema_version(db, why, sizeof why);
         if (version != DB_SCHEMA_VERSION) {
             if (version >= 0)
-                snprintf(err, errlen,
-                         "%s: database schema version %d, this program "
-                         "knows %d",
-                         path, version, DB_SCHEMA_VERSION);
+                snprintf(why, sizeof why,
+                         "database schema version %d, this program knows "
+                         "%d",
+                         version, DB_SCHEMA_VERSION);
+            snprintf(err, errlen, "%s: %s", path, why);
             goto fail;
         }
     }

@@ -203,8 +203,11 @@ static void find_signer(struct main_state *st)
     slash = strrchr(self, '/');
     if (slash != NULL)
         *slash = '\0';
-    snprintf(st->signer_path, sizeof(st->signer_path), "%s/subgate-signer",
-             self);
+    if (strlen(self) + sizeof("/subgate-signer") > sizeof(st->signer_path))
+        log_fatal("path of subgated too long: %s", self);
+    memcpy(st->signer_path, self, strlen(self));
+    memcpy(st->signer_path + strlen(self), "/subgate-signer",
+           sizeof("/subgate-signer"));
     if (access(st->signer_path, X_OK) != 0)
         log_fatal_errno(errno, "signer program %s", st->signer_path);
 }

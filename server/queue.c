@@ -244,9 +244,8 @@ toolong:
 
 /* Creates tmp (O_EXCL), writes the envelope block and the message, fsyncs
  * and closes it. On failure the file is removed. 0 or -errno. */
-static int queue_write_file(const char *tmp, const char *envbuf,
-                            size_t envlen, const struct iovec *iov,
-                            int iovcnt)
+static int queue_write_file(const char *tmp, const char *envbuf, size_t envlen,
+                            const struct iovec *iov, int iovcnt)
 {
     struct iovec *v;
     int fd, rc;
@@ -300,8 +299,8 @@ int queue_commit(const char *queue_dir, const struct queue_env *env,
         return rc;
     if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id, "")) <
             0 ||
-        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id,
-                         "")) < 0) {
+        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id, "")) <
+            0) {
         free(envbuf);
         return rc;
     }
@@ -336,10 +335,10 @@ int queue_update(const char *queue_dir, const struct queue_env *env,
     envbuf = queue_env_format(env, &envlen, &rc);
     if (envbuf == NULL)
         return rc;
-    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id,
-                         ".new")) < 0 ||
-        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id,
-                         "")) < 0) {
+    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id, ".new")) <
+            0 ||
+        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id, "")) <
+            0) {
         free(envbuf);
         return rc;
     }
@@ -437,6 +436,13 @@ static int queue_copy_value(const char *v, size_t len, char *out, size_t max)
     return 0;
 }
 
+/* Sets *err_r to why a file is refused; returns -1. */
+static int queue_bad(const char **err_r, const char *why)
+{
+    *err_r = why;
+    return -1;
+}
+
 /* Stores one "key value" line into env. 0 ok, -1 with *err_r. */
 static int queue_env_line(struct queue_env *env, enum queue_key k,
                           const char *v, size_t vlen, size_t *rcap,
@@ -449,40 +455,40 @@ static int queue_env_line(struct queue_env *env, enum queue_key k,
         if (vlen != QUEUE_ID_LEN ||
             queue_copy_value(v, vlen, env->id, QUEUE_ID_LEN) < 0 ||
             !queue_id_valid(env->id))
-            return *err_r = "bad id", -1;
+            return queue_bad(err_r, "bad id");
         return 0;
     case QK_TIME:
     case QK_NEXT:
         if (queue_parse_num(v, vlen, QUEUE_MAX_TIME, &num) < 0)
-            return *err_r = "bad time", -1;
+            return queue_bad(err_r, "bad time");
         *(k == QK_TIME ? &env->time : &env->next) = num;
         return 0;
     case QK_ATTEMPTS:
         if (queue_parse_num(v, vlen, QUEUE_MAX_ATTEMPTS, &num) < 0)
-            return *err_r = "bad attempts", -1;
+            return queue_bad(err_r, "bad attempts");
         env->attempts = (unsigned)num;
         return 0;
     case QK_SESSION:
-        if (queue_copy_value(v, vlen, env->session,
-                             sizeof(env->session) - 1) < 0)
-            return *err_r = "bad session", -1;
+        if (queue_copy_value(v, vlen, env->session, sizeof(env->session) - 1) <
+            0)
+            return queue_bad(err_r, "bad session");
         return 0;
     case QK_MEMBER:
     case QK_SENDER:
         if (queue_copy_value(v, vlen,
                              k == QK_MEMBER ? env->member : env->sender,
                              SG_MAX_PATH) < 0)
-            return *err_r = "bad address", -1;
+            return queue_bad(err_r, "bad address");
         return 0;
     case QK_RCPT:
         break;
     default:
-        return *err_r = "bad key", -1;
+        return queue_bad(err_r, "bad key");
     }
     if (env->nrcpt >= SG_MAX_RECIPIENTS)
-        return *err_r = "too many recipients", -1;
+        return queue_bad(err_r, "too many recipients");
     if (vlen == 0 || vlen > SG_MAX_PATH)
-        return *err_r = "bad recipient", -1;
+        return queue_bad(err_r, "bad recipient");
     if (env->nrcpt == *rcap) {
         *rcap = *rcap ? *rcap * 2 : 8;
         env->rcpt = xrealloc(env->rcpt, *rcap * sizeof(*env->rcpt));
@@ -490,7 +496,7 @@ static int queue_env_line(struct queue_env *env, enum queue_key k,
     env->rcpt[env->nrcpt] = xmalloc(vlen + 1);
     if (queue_copy_value(v, vlen, env->rcpt[env->nrcpt], SG_MAX_PATH) < 0) {
         free(env->rcpt[env->nrcpt]);
-        return *err_r = "bad recipient", -1;
+        return queue_bad(err_r, "bad recipient");
     }
     env->nrcpt++;
     return 0;
@@ -498,9 +504,9 @@ static int queue_env_line(struct queue_env *env, enum queue_key k,
 
 /* Splits one line "key value" (or "key" with an empty value) and hands it
  * to queue_env_line(); seen counts each key. 0 ok, -1 with *err_r. */
-static int queue_parse_line(struct queue_env *env, const char *line,
-                            size_t len, unsigned seen[QK_COUNT],
-                            size_t *rcap, const char **err_r)
+static int queue_parse_line(struct queue_env *env, const char *line, size_t len,
+                            unsigned seen[QK_COUNT], size_t *rcap,
+                            const char **err_r)
 {
     const char *sp = memchr(line, ' ', len);
     size_t klen = sp ? (size_t)(sp - line) : len;
@@ -514,9 +520,9 @@ static int queue_parse_line(struct queue_env *env, const char *line,
             break;
     }
     if (k == QK_COUNT)
-        return *err_r = "unknown key", -1;
+        return queue_bad(err_r, "unknown key");
     if (k != QK_RCPT && seen[k] > 0)
-        return *err_r = "duplicate key", -1;
+        return queue_bad(err_r, "duplicate key");
     seen[k]++;
     return queue_env_line(env, (enum queue_key)k, v, vlen, rcap, err_r);
 }

@@ -71,8 +71,8 @@ void signer_dkim_msg_clear(struct signer_dkim_msg *m);
  * heap string (free()) holding one header field "DKIM-Signature: ...",
  * folded with CRLF HTAB and ending in CRLF, length in *siglen_r; -1 with a
  * reason in err (bad key, message refused by the library). */
-int signer_dkim_sign(struct signer_dkim *d, const char *id,
-                     const char *domain, const struct signer_dkim_key *key,
+int signer_dkim_sign(struct signer_dkim *d, const char *id, const char *domain,
+                     const struct signer_dkim_key *key,
                      const struct signer_dkim_msg *m, char **sig_r,
                      size_t *siglen_r, char *err, size_t errlen);
 

@@ -1,0 +1,37 @@
+/* signer_keys: cache of private key files (PEM) under key_dir. An entry is
+ * keyed by its path and remembers the file's identity (device, inode,
+ * size, modification and change time); a lookup re-reads the file when any
+ * of them changed, so that a key replaced on disk is used without a
+ * restart. At most SIGNER_KEYS_MAX entries, least recently used evicted;
+ * key bytes are wiped before they are freed. Loop thread only. */
+#ifndef SG_SIGNER_KEYS_H
+#define SG_SIGNER_KEYS_H
+
+#include <stddef.h>
+
+/* A PEM private key is under 4 KiB even for RSA-4096 (SG_MAX_RSA_BITS); a
+ * larger file is not a key we made and is refused unread. */
+#define SIGNER_KEYS_MAX_FILE (16 * 1024)
+/* Keys cached at once: a few per domain, more domains than one node
+ * serves in practice; past it the least recently used is dropped. */
+#define SIGNER_KEYS_MAX 256
+
+struct signer_keys;
+
+/* key_dir is copied; relative key file names are resolved against it. */
+struct signer_keys *signer_keys_new(const char *key_dir);
+/* Wipes and frees every cached key. Sets *kp to NULL. */
+void signer_keys_free(struct signer_keys **kp);
+
+/* The PEM text of key_file (relative to key_dir, or absolute), read now or
+ * taken from the cache when the file is unchanged. 0 and *pem_r
+ * (NUL-terminated, borrowed: valid until the next call or _free) and
+ * *len_r; or a negative errno (-EFBIG for a file over SIGNER_KEYS_MAX_FILE,
+ * -EINVAL for an empty one or a name with ".." in it). */
+int signer_keys_get(struct signer_keys *k, const char *key_file,
+                    const char **pem_r, size_t *len_r);
+
+/* Keys currently cached (tests). */
+size_t signer_keys_count(const struct signer_keys *k);
+
+#endif
