@@ -14,8 +14,8 @@
 #include "../common/limits.h"
 
 /* Prints "subgate: MESSAGE" as one line, whatever the message holds. */
-__attribute__((format(printf, 1, 0))) static void
-admin_vprint(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static void admin_vprint(const char *fmt,
+                                                               va_list ap)
 {
     char msg[1024];
 
@@ -93,16 +93,15 @@ static struct admin_opt *admin_opt_find(struct admin_opt *opts, size_t n,
 }
 
 /* Handles one option argument at argv[*i]. ADMIN_OK or ADMIN_USAGE. */
-static int admin_arg_opt(int argc, char **argv, int *i,
-                         struct admin_opt *opts, size_t nopts,
-                         const char *usage)
+static int admin_arg_opt(int argc, char **argv, int *i, struct admin_opt *opts,
+                         size_t nopts, const char *usage)
 {
     const char *arg = argv[*i], *val;
     struct admin_opt *o = admin_opt_find(opts, nopts, arg, &val);
 
     if (o == NULL) {
-        fprintf(stderr, "subgate: unknown option %s; usage: subgate %s\n",
-                arg, usage);
+        fprintf(stderr, "subgate: unknown option %s; usage: subgate %s\n", arg,
+                usage);
         return ADMIN_USAGE;
     }
     if (o->set) {
@@ -140,12 +139,11 @@ int admin_args(int argc, char **argv, struct admin_opt *opts, size_t nopts,
         if (!only_pos && arg[0] == '-' && arg[1] != '\0') {
             if (arg[1] != '-') {
                 fprintf(stderr,
-                        "subgate: unknown option %s; usage: subgate %s\n",
-                        arg, usage);
+                        "subgate: unknown option %s; usage: subgate %s\n", arg,
+                        usage);
                 return ADMIN_USAGE;
             }
-            if (admin_arg_opt(argc, argv, &i, opts, nopts, usage) !=
-                ADMIN_OK)
+            if (admin_arg_opt(argc, argv, &i, opts, nopts, usage) != ADMIN_OK)
                 return ADMIN_USAGE;
             continue;
         }
@@ -159,8 +157,7 @@ int admin_args(int argc, char **argv, struct admin_opt *opts, size_t nopts,
     return ADMIN_OK;
 }
 
-int admin_prepare(struct admin_ctx *ctx, const char *sql,
-                  sqlite3_stmt **st_r)
+int admin_prepare(struct admin_ctx *ctx, const char *sql, sqlite3_stmt **st_r)
 {
     if (sqlite3_prepare_v2(ctx->db, sql, -1, st_r, NULL) != SQLITE_OK) {
         admin_db_fail(ctx, "database");
@@ -197,8 +194,7 @@ void admin_rollback(struct admin_ctx *ctx)
         sqlite3_exec(ctx->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int admin_step_done(struct admin_ctx *ctx, sqlite3_stmt *st,
-                    const char *what)
+int admin_step_done(struct admin_ctx *ctx, sqlite3_stmt *st, const char *what)
 {
     int rc = sqlite3_step(st);
 
@@ -288,14 +284,13 @@ int admin_label_valid(const char *s)
 
 long long admin_tenant_id(struct admin_ctx *ctx, const char *name)
 {
-    return admin_query_int(ctx, "SELECT id FROM tenant WHERE name = ?1",
-                           name);
+    return admin_query_int(ctx, "SELECT id FROM tenant WHERE name = ?1", name);
 }
 
 long long admin_domain_tenant(struct admin_ctx *ctx, const char *domain)
 {
-    return admin_query_int(
-        ctx, "SELECT tenant_id FROM domain WHERE name = ?1", domain);
+    return admin_query_int(ctx, "SELECT tenant_id FROM domain WHERE name = ?1",
+                           domain);
 }
 
 int admin_member_find(struct admin_ctx *ctx, const char *address,
@@ -378,8 +373,7 @@ int admin_read_password(char *out, size_t outlen)
     out[n] = '\0';
     if (n > ADMIN_MAX_PASSWORD) {
         explicit_bzero(out, outlen);
-        return admin_fail("password longer than %d octets",
-                          ADMIN_MAX_PASSWORD);
+        return admin_fail("password longer than %d octets", ADMIN_MAX_PASSWORD);
     }
     if (n == 0)
         return admin_fail("empty password on standard input");

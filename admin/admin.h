@@ -75,8 +75,7 @@ int admin_args(int argc, char **argv, struct admin_opt *opts, size_t nopts,
                const char *usage);
 
 /* Prepares sql; on error prints it and returns -1. */
-int admin_prepare(struct admin_ctx *ctx, const char *sql,
-                  sqlite3_stmt **st_r);
+int admin_prepare(struct admin_ctx *ctx, const char *sql, sqlite3_stmt **st_r);
 /* Runs sql without rows (BEGIN, COMMIT, ...). ADMIN_OK or ADMIN_FAIL. */
 int admin_exec(struct admin_ctx *ctx, const char *sql);
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK (rollback never fails loudly). */
@@ -85,8 +84,7 @@ int admin_commit(struct admin_ctx *ctx);
 void admin_rollback(struct admin_ctx *ctx);
 /* Steps a statement without result rows: ADMIN_OK or ADMIN_FAIL (printed,
  * with what as context). Finalizes st. */
-int admin_step_done(struct admin_ctx *ctx, sqlite3_stmt *st,
-                    const char *what);
+int admin_step_done(struct admin_ctx *ctx, sqlite3_stmt *st, const char *what);
 /* Runs a query with one optional text parameter (bound to ?1) that yields
  * one integer: the value, or -1 after printing an error. */
 long long admin_query_int(struct admin_ctx *ctx, const char *sql,

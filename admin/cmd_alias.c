@@ -9,8 +9,8 @@
 #include "admin.h"
 
 /* Checks that the alias may be given to member of tenant tid. */
-static int alias_check(struct admin_ctx *ctx, const char *member,
-                       long long tid, const char *alias, const char *domain)
+static int alias_check(struct admin_ctx *ctx, const char *member, long long tid,
+                       const char *alias, const char *domain)
 {
     long long owner, n;
     int used;
@@ -65,7 +65,7 @@ static int alias_insert(struct admin_ctx *ctx, const char *member,
 static int alias_add(struct admin_ctx *ctx, int argc, char **argv)
 {
     char alias[SG_MAX_PATH + 1];
-    const char *pos[2], *domain;
+    const char *pos[2] = {0}, *domain;
     size_t npos;
 
     if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos,
@@ -84,7 +84,7 @@ static int alias_add(struct admin_ctx *ctx, int argc, char **argv)
 
 static int alias_del(struct admin_ctx *ctx, int argc, char **argv)
 {
-    const char *pos[2];
+    const char *pos[2] = {0};
     sqlite3_stmt *st;
     size_t npos;
     long long mid;

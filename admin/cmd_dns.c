@@ -30,8 +30,7 @@ static void dns_print_txt(const char *value)
 
 /* Prints one record line. */
 static void dns_print_key(const char *domain, const unsigned char *sel,
-                          const unsigned char *algo,
-                          const unsigned char *state,
+                          const unsigned char *algo, const unsigned char *state,
                           const unsigned char *pub)
 {
     char value[4096];
@@ -47,7 +46,7 @@ static void dns_print_key(const char *domain, const unsigned char *sel,
 static int dns_records(struct admin_ctx *ctx, int argc, char **argv)
 {
     char domain[SG_MAX_DOMAIN + 1];
-    const char *pos[1];
+    const char *pos[1] = {0};
     sqlite3_stmt *st;
     long long tid;
     size_t npos;
@@ -87,6 +86,6 @@ int cmd_dns(struct admin_ctx *ctx, int argc, char **argv)
         {"records", dns_records},
     };
 
-    return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "dns",
-                          argc, argv);
+    return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "dns", argc,
+                          argv);
 }

@@ -34,8 +34,8 @@ static int init_queue(const char *queue_dir)
     if (admin_mkdir(queue_dir, 0700) != ADMIN_OK)
         return ADMIN_FAIL;
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", queue_dir,
-                             subs[i]) >= sizeof path)
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", queue_dir, subs[i]) >=
+            sizeof path)
             return admin_fail("%s: path too long", queue_dir);
         if (admin_mkdir(path, 0700) != ADMIN_OK)
             return ADMIN_FAIL;
@@ -46,13 +46,12 @@ static int init_queue(const char *queue_dir)
 int cmd_init(struct admin_ctx *ctx, int argc, char **argv)
 {
     const struct cfg *c = ctx->cfg;
-    const char *pos[1];
+    const char *pos[1] = {0};
     size_t npos;
     char err[1024];
     sqlite3 *db = NULL;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 0, 0, &npos, "init") !=
-        ADMIN_OK)
+    if (admin_args(argc, argv, NULL, 0, pos, 0, 0, &npos, "init") != ADMIN_OK)
         return ADMIN_USAGE;
     if (admin_mkdir(c->state_dir, 0755) != ADMIN_OK ||
         init_parent(c->database) != ADMIN_OK)

@@ -14,7 +14,7 @@
 #include "admin.h"
 #include "keygen.h"
 
-#define KEY_GENERATE_USAGE                                                    \
+#define KEY_GENERATE_USAGE                                                     \
     "key generate DOMAIN [--algo rsa|ed25519] [--bits N] [--selector S]"
 
 /* RFC 6376 3.1: a selector is one or more labels; ours is one label. */
@@ -36,11 +36,22 @@ static int key_sel_put(char *out, size_t *len, const char *src, size_t n)
     return 0;
 }
 
+/* A node name character in a selector: ASCII letters lower-cased, digits
+ * and '-' kept, anything else '-'. */
+static char key_sel_char(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return (char)(c - 'A' + 'a');
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return c;
+    return '-';
+}
+
 /* Expands the selector template: %Y %m %d (UTC date), %n (node name,
  * lower-cased, other than [a-z0-9-] mapped to '-'), %a (algorithm), %%.
  * out has KEY_SELECTOR_MAX + 1 octets. ADMIN_OK or ADMIN_FAIL. */
-static int key_sel_expand(const char *tmpl, const char *node,
-                          const char *algo, char *out)
+static int key_sel_expand(const char *tmpl, const char *node, const char *algo,
+                          char *out)
 {
     char date[16], name[KEY_SELECTOR_MAX + 1];
     time_t now = time(NULL);
@@ -61,8 +72,7 @@ static int key_sel_expand(const char *tmpl, const char *node,
                 src = date;
                 break;
             case 'm':
-                n = (size_t)snprintf(date, sizeof date, "%02d",
-                                     tm.tm_mon + 1);
+                n = (size_t)snprintf(date, sizeof date, "%02d", tm.tm_mon + 1);
                 src = date;
                 break;
             case 'd':
@@ -73,15 +83,8 @@ static int key_sel_expand(const char *tmpl, const char *node,
                 n = strnlen(node, KEY_SELECTOR_MAX + 1);
                 if (n > KEY_SELECTOR_MAX)
                     goto too_long;
-                for (size_t i = 0; i < n; i++) {
-                    char c = node[i];
-                    if (c >= 'A' && c <= 'Z')
-                        c = (char)(c - 'A' + 'a');
-                    name[i] = (c >= 'a' && c <= 'z') ||
-                                      (c >= '0' && c <= '9') || c == '-'
-                                  ? c
-                                  : '-';
-                }
+                for (size_t i = 0; i < n; i++)
+                    name[i] = key_sel_char(node[i]);
                 src = name;
                 break;
             case 'a':
@@ -91,8 +94,8 @@ static int key_sel_expand(const char *tmpl, const char *node,
             case '%':
                 break;
             default:
-                return admin_fail("selector_template %s: unknown %%%c",
-                                  tmpl, *p != '\0' ? *p : ' ');
+                return admin_fail("selector_template %s: unknown %%%c", tmpl,
+                                  *p != '\0' ? *p : ' ');
             }
         }
         if (key_sel_put(out, &len, src, n) != 0)
@@ -144,21 +147,20 @@ static int key_sel_taken(struct admin_ctx *ctx, const char *domain,
 /* Picks base, or base-2, base-3, ... whichever is free; fills sel and the
  * key file path. */
 static int key_sel_pick(struct admin_ctx *ctx, const char *domain,
-                        const char *base, char *sel, char *path,
-                        size_t pathlen)
+                        const char *base, char *sel, char *path, size_t pathlen)
 {
     int taken;
 
     for (int i = 1; i <= KEY_MAX_SUFFIX; i++) {
         if (i == 1)
             snprintf(sel, KEY_SELECTOR_MAX + 1, "%s", base);
-        else if ((size_t)snprintf(sel, KEY_SELECTOR_MAX + 1, "%s-%d", base,
-                                  i) > KEY_SELECTOR_MAX)
+        else if ((size_t)snprintf(sel, KEY_SELECTOR_MAX + 1, "%s-%d", base, i) >
+                 KEY_SELECTOR_MAX)
             return admin_fail("selector %s is taken and too long for a "
                               "suffix",
                               base);
-        if ((size_t)snprintf(path, pathlen, "%s/%s/%s.pem",
-                             ctx->cfg->key_dir, domain, sel) >= pathlen)
+        if ((size_t)snprintf(path, pathlen, "%s/%s/%s.pem", ctx->cfg->key_dir,
+                             domain, sel) >= pathlen)
             return admin_fail("%s: path too long", ctx->cfg->key_dir);
         taken = key_sel_taken(ctx, domain, sel, path);
         if (taken < 0)
@@ -195,63 +197,78 @@ static int key_insert(struct admin_ctx *ctx, const char *domain,
     return admin_step_done(ctx, st, "adding key");
 }
 
-/* Stores a generated key under the write lock: selector, file, row. */
-static int key_store(struct admin_ctx *ctx, const char *domain,
-                     const char *base, const char *algo, unsigned bits,
-                     EVP_PKEY *pkey, const char *pub)
-{
-    char sel[KEY_SELECTOR_MAX + 1], dir[4096], path[4096], err[512];
+/* A key being generated. */
+struct key_new {
+    const char *algo; /* borrowed: a string constant */
+    unsigned bits;
+    EVP_PKEY *pkey;                  /* owned */
+    char base[KEY_SELECTOR_MAX + 1]; /* selector before any suffix */
+    char sel[KEY_SELECTOR_MAX + 1];
+    char pub[KEY_PUB_MAX];
+    char path[4096];
+    int written; /* path exists and must go if the change fails */
+};
 
-    if ((size_t)snprintf(dir, sizeof dir, "%s/%s", ctx->cfg->key_dir,
-                         domain) >= sizeof dir)
+/* Picks the key's selector, writes its file and inserts its row. Runs
+ * inside the transaction, so the next key sees this one as taken. */
+static int key_store(struct admin_ctx *ctx, const char *domain, const char *dir,
+                     struct key_new *k)
+{
+    char err[512];
+
+    if (key_sel_pick(ctx, domain, k->base, k->sel, k->path, sizeof k->path) !=
+        ADMIN_OK)
+        return ADMIN_FAIL;
+    if (keygen_write_pem(k->pkey, dir, k->path, err, sizeof err) != 0)
+        return admin_fail("%s", err);
+    k->written = 1;
+    return key_insert(ctx, domain, k->sel, k->algo, k->bits, k->pub);
+}
+
+/* Stores all keys in one transaction: all of them or none. */
+static int key_store_all(struct admin_ctx *ctx, const char *domain,
+                         struct key_new *keys, size_t n)
+{
+    char dir[4096];
+    size_t i;
+
+    if ((size_t)snprintf(dir, sizeof dir, "%s/%s", ctx->cfg->key_dir, domain) >=
+        sizeof dir)
         return admin_fail("%s: path too long", ctx->cfg->key_dir);
     if (admin_mkdir(ctx->cfg->key_dir, 0700) != ADMIN_OK ||
         admin_mkdir(dir, 0700) != ADMIN_OK)
         return ADMIN_FAIL;
     if (admin_begin(ctx) != ADMIN_OK)
         return ADMIN_FAIL;
-    if (key_sel_pick(ctx, domain, base, sel, path, sizeof path) !=
-        ADMIN_OK)
-        goto fail;
-    if (keygen_write_pem(pkey, dir, path, err, sizeof err) != 0) {
-        admin_fail("%s", err);
-        goto fail;
-    }
-    if (key_insert(ctx, domain, sel, algo, bits, pub) != ADMIN_OK ||
-        admin_commit(ctx) != ADMIN_OK) {
-        unlink(path);
-        goto fail;
-    }
-    printf("%s\t%s\t%u\n", sel, algo, bits);
-    return ADMIN_OK;
-fail:
+    for (i = 0; i < n; i++)
+        if (key_store(ctx, domain, dir, &keys[i]) != ADMIN_OK)
+            break;
+    if (i == n && admin_commit(ctx) == ADMIN_OK)
+        return ADMIN_OK;
     admin_rollback(ctx);
+    for (i = 0; i < n; i++)
+        if (keys[i].written)
+            unlink(keys[i].path);
     return ADMIN_FAIL;
 }
 
-/* Generates and stores one key of algo for domain. */
-static int key_generate_one(struct admin_ctx *ctx, const char *domain,
-                            const char *algo, unsigned bits,
-                            const char *selector)
+/* Names and generates one key (outside any transaction: RSA generation
+ * may take seconds). */
+static int key_prepare(struct admin_ctx *ctx, struct key_new *k,
+                       const char *selector)
 {
-    char base[KEY_SELECTOR_MAX + 1], pub[KEY_PUB_MAX], err[512];
-    EVP_PKEY *pkey = NULL;
-    int ret;
+    char err[512];
 
     if (selector != NULL)
-        snprintf(base, sizeof base, "%s", selector);
-    else if (key_sel_expand(ctx->cfg->selector_template,
-                            ctx->cfg->node_name, algo, base) != ADMIN_OK)
+        snprintf(k->base, sizeof k->base, "%s", selector);
+    else if (key_sel_expand(ctx->cfg->selector_template, ctx->cfg->node_name,
+                            k->algo, k->base) != ADMIN_OK)
         return ADMIN_FAIL;
-    /* Outside the transaction: RSA generation may take seconds. */
-    if (keygen_new(algo, bits, &pkey, err, sizeof err) != 0)
+    if (keygen_new(k->algo, k->bits, &k->pkey, err, sizeof err) != 0)
         return admin_fail("%s", err);
-    if (keygen_public_b64(pkey, algo, pub, sizeof pub) != 0)
-        ret = admin_fail("cannot encode the public key");
-    else
-        ret = key_store(ctx, domain, base, algo, bits, pkey, pub);
-    EVP_PKEY_free(pkey);
-    return ret;
+    if (keygen_public_b64(k->pkey, k->algo, k->pub, sizeof k->pub) != 0)
+        return admin_fail("cannot encode the public key");
+    return ADMIN_OK;
 }
 
 /* 1 if algo is an item of the comma-separated list (sign_algos). */
@@ -337,13 +354,15 @@ static int key_generate(struct admin_ctx *ctx, int argc, char **argv)
         [KEY_OPT_SELECTOR] = {.name = "selector", .has_arg = 1},
     };
     static const char *const all[] = {"rsa", "ed25519"};
-    char domain[SG_MAX_DOMAIN + 1], algos[32];
-    const char *pos[1], *sel;
+    struct key_new keys[sizeof all / sizeof all[0]];
+    char domain[SG_MAX_DOMAIN + 1], algos[32] = "";
+    const char *pos[1] = {0}, *sel;
     unsigned bits = SG_DEF_RSA_BITS;
-    size_t npos;
+    size_t npos, n = 0;
+    int ret = ADMIN_FAIL;
 
-    if (admin_args(argc, argv, opts, 3, pos, 1, 1, &npos,
-                   KEY_GENERATE_USAGE) != ADMIN_OK)
+    if (admin_args(argc, argv, opts, 3, pos, 1, 1, &npos, KEY_GENERATE_USAGE) !=
+        ADMIN_OK)
         return ADMIN_USAGE;
     if (opts[KEY_OPT_ALGO].set &&
         strcmp(opts[KEY_OPT_ALGO].value, "rsa") != 0 &&
@@ -360,31 +379,41 @@ static int key_generate(struct admin_ctx *ctx, int argc, char **argv)
                             sel);
     if (key_domain(ctx, pos[0], domain, algos, sizeof algos) != ADMIN_OK)
         return ADMIN_FAIL;
+    memset(keys, 0, sizeof keys);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         /* --algo names one; else each one the tenant signs with. */
         if (opts[KEY_OPT_ALGO].set
                 ? strcmp(all[i], opts[KEY_OPT_ALGO].value) != 0
                 : !key_algo_listed(algos, all[i]))
             continue;
+        keys[n].algo = all[i];
         /* RFC 8463: an Ed25519 key has 256 bits whatever --bits says. */
-        if (key_generate_one(ctx, domain, all[i],
-                             strcmp(all[i], "rsa") == 0 ? bits : 256,
-                             sel) != ADMIN_OK)
-            return ADMIN_FAIL;
+        keys[n].bits = strcmp(all[i], "rsa") == 0 ? bits : 256;
+        if (key_prepare(ctx, &keys[n++], sel) != ADMIN_OK)
+            goto out;
     }
-    return ADMIN_OK;
+    ret = n > 0 ? key_store_all(ctx, domain, keys, n)
+                : admin_fail("tenant of %s signs with no known algorithm",
+                             domain);
+    if (ret == ADMIN_OK)
+        for (size_t i = 0; i < n; i++)
+            printf("%s\t%s\t%u\n", keys[i].sel, keys[i].algo, keys[i].bits);
+out:
+    for (size_t i = 0; i < n; i++)
+        EVP_PKEY_free(keys[i].pkey);
+    return ret;
 }
 
 static int key_list(struct admin_ctx *ctx, int argc, char **argv)
 {
     char domain[SG_MAX_DOMAIN + 1], when[32];
-    const char *pos[1];
+    const char *pos[1] = {0};
     sqlite3_stmt *st;
     size_t npos;
     int rc;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos,
-                   "key list DOMAIN") != ADMIN_OK)
+    if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, "key list DOMAIN") !=
+        ADMIN_OK)
         return ADMIN_USAGE;
     if (key_domain(ctx, pos[0], domain, NULL, 0) != ADMIN_OK)
         return ADMIN_FAIL;
@@ -399,8 +428,7 @@ static int key_list(struct admin_ctx *ctx, int argc, char **argv)
         printf("%s\t%s\t%d\t%s\t%s\n", sqlite3_column_text(st, 0),
                sqlite3_column_text(st, 1), sqlite3_column_int(st, 2),
                sqlite3_column_text(st, 3),
-               admin_iso_time(sqlite3_column_int64(st, 4), when,
-                              sizeof when));
+               admin_iso_time(sqlite3_column_int64(st, 4), when, sizeof when));
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return admin_db_fail(ctx, "listing keys");
@@ -505,10 +533,8 @@ static int key_activate_all(struct admin_ctx *ctx, const char *domain,
     while (n < sizeof c / sizeof c[0] &&
            (rc = sqlite3_step(st)) == SQLITE_ROW) {
         c[n].id = sqlite3_column_int64(st, 0);
-        snprintf(c[n].sel, sizeof c[n].sel, "%s",
-                 sqlite3_column_text(st, 1));
-        snprintf(c[n].algo, sizeof c[n].algo, "%s",
-                 sqlite3_column_text(st, 2));
+        snprintf(c[n].sel, sizeof c[n].sel, "%s", sqlite3_column_text(st, 1));
+        snprintf(c[n].algo, sizeof c[n].algo, "%s", sqlite3_column_text(st, 2));
         if (n > 0 && strcmp(c[n].algo, c[n - 1].algo) == 0) {
             sqlite3_finalize(st);
             return admin_fail("domain %s has several pending or published "
@@ -521,11 +547,10 @@ static int key_activate_all(struct admin_ctx *ctx, const char *domain,
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return admin_db_fail(ctx, "reading keys");
     if (n == 0)
-        return admin_fail("domain %s has no pending or published key",
-                          domain);
+        return admin_fail("domain %s has no pending or published key", domain);
     for (size_t i = 0; i < n; i++)
-        if (key_activate_one(ctx, domain, c[i].id, c[i].sel, c[i].algo,
-                             out) != ADMIN_OK)
+        if (key_activate_one(ctx, domain, c[i].id, c[i].sel, c[i].algo, out) !=
+            ADMIN_OK)
             return ADMIN_FAIL;
     return ADMIN_OK;
 }
@@ -536,7 +561,7 @@ static int key_activate(struct admin_ctx *ctx, int argc, char **argv)
 {
     struct admin_opt opts[] = {{.name = "force"}};
     char domain[SG_MAX_DOMAIN + 1], *report = NULL;
-    const char *pos[2];
+    const char *pos[2] = {0};
     size_t npos, len = 0;
     FILE *out;
     int ret;
@@ -574,6 +599,6 @@ int cmd_key(struct admin_ctx *ctx, int argc, char **argv)
         {"activate", key_activate},
     };
 
-    return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "key",
-                          argc, argv);
+    return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "key", argc,
+                          argv);
 }

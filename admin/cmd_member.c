@@ -20,8 +20,8 @@ enum { MEMBER_OPT_STDIN, MEMBER_OPT_RANDOM };
 /* Obtains the new password as the options say and hashes it into hash.
  * For --random the password stays in pw to be printed after the change is
  * committed. Returns ADMIN_OK, ADMIN_FAIL or ADMIN_USAGE (printed). */
-static int member_secret(const struct admin_opt *opts, char *pw,
-                         size_t pwlen, char *hash, size_t hashlen)
+static int member_secret(const struct admin_opt *opts, char *pw, size_t pwlen,
+                         char *hash, size_t hashlen)
 {
     int ret;
 
@@ -84,7 +84,7 @@ static int member_add(struct admin_ctx *ctx, int argc, char **argv)
     };
     char addr[SG_MAX_PATH + 1], pw[ADMIN_PASSWORD_BUF];
     char hash[MEMBER_HASH_MAX] = "";
-    const char *pos[1], *domain;
+    const char *pos[1] = {0}, *domain;
     size_t npos;
     int ret;
 
@@ -123,13 +123,12 @@ static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
         [MEMBER_OPT_RANDOM] = {.name = "random"},
     };
     char pw[ADMIN_PASSWORD_BUF], hash[MEMBER_HASH_MAX];
-    const char *pos[1];
+    const char *pos[1] = {0};
     sqlite3_stmt *st;
     size_t npos;
     int ret;
 
-    if (admin_args(argc, argv, opts, 2, pos, 1, 1, &npos, usage) !=
-        ADMIN_OK)
+    if (admin_args(argc, argv, opts, 2, pos, 1, 1, &npos, usage) != ADMIN_OK)
         return ADMIN_USAGE;
     if (!opts[0].set && !opts[1].set)
         return admin_usage(usage);
@@ -165,7 +164,7 @@ static int member_list(struct admin_ctx *ctx, int argc, char **argv)
         "   ORDER BY address))"
         " FROM member m JOIN tenant t ON t.id = m.tenant_id"
         " WHERE ?1 IS NULL OR t.name = ?1 ORDER BY m.address";
-    const char *pos[1];
+    const char *pos[1] = {0};
     const unsigned char *aliases;
     sqlite3_stmt *st;
     size_t npos;
@@ -226,7 +225,7 @@ static int member_show(struct admin_ctx *ctx, int argc, char **argv)
         " m.created, coalesce(m.password_changed, 0)"
         " FROM member m JOIN tenant t ON t.id = m.tenant_id"
         " WHERE m.address = ?1";
-    const char *pos[1];
+    const char *pos[1] = {0};
     sqlite3_stmt *st;
     char when[32];
     size_t npos;
@@ -245,19 +244,18 @@ static int member_show(struct admin_ctx *ctx, int argc, char **argv)
             return admin_db_fail(ctx, "reading member");
         return admin_fail("no member %s", pos[0]);
     }
-    printf("address: %s\ntenant: %s\nstatus: %s\n",
-           sqlite3_column_text(st, 1), sqlite3_column_text(st, 2),
+    printf("address: %s\ntenant: %s\nstatus: %s\n", sqlite3_column_text(st, 1),
+           sqlite3_column_text(st, 2),
            sqlite3_column_int(st, 3) ? "disabled" : "enabled");
     ret = member_show_aliases(ctx, sqlite3_column_int64(st, 0));
     if (ret == ADMIN_OK) {
         printf("password_set: %s\npgp_fingerprint: %s\n",
                sqlite3_column_int(st, 4) ? "yes" : "no",
                sqlite3_column_text(st, 5));
-        printf("created: %s\n", admin_iso_time(sqlite3_column_int64(st, 6),
-                                               when, sizeof when));
+        printf("created: %s\n",
+               admin_iso_time(sqlite3_column_int64(st, 6), when, sizeof when));
         printf("password_changed: %s\n",
-               admin_iso_time(sqlite3_column_int64(st, 7), when,
-                              sizeof when));
+               admin_iso_time(sqlite3_column_int64(st, 7), when, sizeof when));
     }
     sqlite3_finalize(st);
     return ret;
@@ -267,12 +265,11 @@ static int member_show(struct admin_ctx *ctx, int argc, char **argv)
 static int member_change(struct admin_ctx *ctx, int argc, char **argv,
                          const char *sql, const char *usage)
 {
-    const char *pos[1];
+    const char *pos[1] = {0};
     sqlite3_stmt *st;
     size_t npos;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, usage) !=
-        ADMIN_OK)
+    if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, usage) != ADMIN_OK)
         return ADMIN_USAGE;
     if (admin_prepare(ctx, sql, &st) != 0)
         return ADMIN_FAIL;
@@ -309,10 +306,10 @@ static int member_enable(struct admin_ctx *ctx, int argc, char **argv)
 int cmd_member(struct admin_ctx *ctx, int argc, char **argv)
 {
     static const struct admin_cmd cmds[] = {
-        {"add", member_add},         {"passwd", member_passwd},
-        {"list", member_list},       {"show", member_show},
-        {"del", member_del},         {"disable", member_disable},
-        {"enable", member_enable},   {"alias", cmd_member_alias},
+        {"add", member_add},       {"passwd", member_passwd},
+        {"list", member_list},     {"show", member_show},
+        {"del", member_del},       {"disable", member_disable},
+        {"enable", member_enable}, {"alias", cmd_member_alias},
     };
 
     return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "member",

@@ -71,12 +71,11 @@ int cmd_status(struct admin_ctx *ctx, int argc, char **argv)
         {"members_disabled", "SELECT count(*) FROM member WHERE disabled"},
         {"aliases", "SELECT count(*) FROM alias"},
     };
-    const char *pos[1];
+    const char *pos[1] = {0};
     size_t npos;
     long long n;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 0, 0, &npos, "status") !=
-        ADMIN_OK)
+    if (admin_args(argc, argv, NULL, 0, pos, 0, 0, &npos, "status") != ADMIN_OK)
         return ADMIN_USAGE;
     printf("config: %s\n", ctx->cfg_path);
     printf("node: %s\n", ctx->cfg->node_name);

@@ -8,8 +8,8 @@
 #include "../common/limits.h"
 #include "admin.h"
 
-#define TENANT_ADD_USAGE                                                      \
-    "tenant add DOMAIN [--sender-policy reject|rewrite] "                     \
+#define TENANT_ADD_USAGE                                                       \
+    "tenant add DOMAIN [--sender-policy reject|rewrite] "                      \
     "[--from-policy reject|rewrite] [--sign rsa|rsa,ed25519]"
 
 static int tenant_policy_ok(const struct admin_opt *o)
@@ -33,8 +33,8 @@ static int tenant_missing(struct admin_ctx *ctx, const char *name)
         return ADMIN_FAIL;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW)
-        ret = admin_fail("no tenant %s (domain %s belongs to tenant %s)",
-                         name, name, sqlite3_column_text(st, 0));
+        ret = admin_fail("no tenant %s (domain %s belongs to tenant %s)", name,
+                         name, sqlite3_column_text(st, 0));
     else
         ret = admin_fail("no tenant %s", name);
     sqlite3_finalize(st);
@@ -68,8 +68,7 @@ static int domain_taken(struct admin_ctx *ctx, const char *domain)
 
 /* Inserts the tenant and its primary domain (inside a transaction). */
 static int tenant_insert(struct admin_ctx *ctx, const char *name,
-                         const char *sender, const char *from,
-                         const char *sign)
+                         const char *sender, const char *from, const char *sign)
 {
     sqlite3_stmt *st;
     long long now = (long long)time(NULL), owner;
@@ -109,12 +108,12 @@ static int tenant_add(struct admin_ctx *ctx, int argc, char **argv)
         {.name = "from-policy", .has_arg = 1},
         {.name = "sign", .has_arg = 1},
     };
-    const char *pos[1];
+    const char *pos[1] = {0};
     char name[SG_MAX_DOMAIN + 1];
     size_t npos;
 
-    if (admin_args(argc, argv, opts, 3, pos, 1, 1, &npos,
-                   TENANT_ADD_USAGE) != ADMIN_OK)
+    if (admin_args(argc, argv, opts, 3, pos, 1, 1, &npos, TENANT_ADD_USAGE) !=
+        ADMIN_OK)
         return ADMIN_USAGE;
     if (!tenant_policy_ok(&opts[0]))
         return admin_badarg("--sender-policy must be reject or rewrite");
@@ -140,7 +139,7 @@ static int tenant_add(struct admin_ctx *ctx, int argc, char **argv)
 static int tenant_list(struct admin_ctx *ctx, int argc, char **argv)
 {
     sqlite3_stmt *st;
-    const char *pos[1];
+    const char *pos[1] = {0};
     size_t npos;
     int rc;
 
@@ -192,7 +191,7 @@ static int tenant_show_domains(struct admin_ctx *ctx, long long id)
 static int tenant_show(struct admin_ctx *ctx, int argc, char **argv)
 {
     sqlite3_stmt *st;
-    const char *pos[1];
+    const char *pos[1] = {0};
     char when[32];
     size_t npos;
     long long id;
@@ -235,7 +234,7 @@ static int tenant_del(struct admin_ctx *ctx, int argc, char **argv)
 {
     struct admin_opt opts[] = {{.name = "force"}};
     sqlite3_stmt *st;
-    const char *pos[1];
+    const char *pos[1] = {0};
     size_t npos;
     long long id, members;
 
@@ -308,10 +307,10 @@ static int domain_args(struct admin_ctx *ctx, const char *tenant,
 static int domain_add(struct admin_ctx *ctx, int argc, char **argv)
 {
     sqlite3_stmt *st;
-    const char *pos[2];
+    const char *pos[2] = {0};
     char name[SG_MAX_DOMAIN + 1];
     size_t npos;
-    long long tid, owner;
+    long long tid = 0, owner;
 
     if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos,
                    "domain add TENANT DOMAIN") != ADMIN_OK)
@@ -367,10 +366,10 @@ static int domain_in_use(struct admin_ctx *ctx, const char *name)
 static int domain_del(struct admin_ctx *ctx, int argc, char **argv)
 {
     sqlite3_stmt *st;
-    const char *pos[2];
+    const char *pos[2] = {0};
     char name[SG_MAX_DOMAIN + 1];
     size_t npos;
-    long long tid, owner;
+    long long tid = 0, owner;
 
     if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos,
                    "domain del TENANT DOMAIN") != ADMIN_OK)

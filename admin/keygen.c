@@ -97,8 +97,8 @@ static int keygen_write_fd(EVP_PKEY *pkey, int fd, char *err, size_t errlen)
     }
     /* PKCS#8 (RFC 5208), unencrypted: the key directory's mode protects
      * it, and the signer must read it unattended. */
-    ok = PEM_write_bio_PKCS8PrivateKey(bio, pkey, NULL, NULL, 0, NULL,
-                                       NULL) == 1 &&
+    ok = PEM_write_bio_PKCS8PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) ==
+             1 &&
          BIO_flush(bio) == 1;
     BIO_free(bio);
     if (!ok) {

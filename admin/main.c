@@ -53,8 +53,8 @@ static const char main_help[] =
     "CONFIG defaults to " SG_DEFAULT_CONFIG ". Passwords are read from\n"
     "standard input only. See docs/admin.md.\n";
 
-static int main_run(const struct main_cmd *cmd, const char *cfg_path,
-                    int argc, char **argv)
+static int main_run(const struct main_cmd *cmd, const char *cfg_path, int argc,
+                    char **argv)
 {
     struct admin_ctx ctx = {.cfg_path = cfg_path};
     char err[1024];

@@ -90,9 +90,8 @@ static const struct cfg_key cfg_keys[] = {
      "domain must have different names. Letters, digits and '-'."},
     {"hostname", CFG_T_STRING, CFG_OFF(hostname), NULL, 1, CFG_MAX_HOSTNAME,
      CFG_F_HOST_FULL, cfg_check_hostname, NULL,
-     "The name subgated gives in its SMTP greeting and EHLO reply "
-     "and in the Received: fields it adds. Set it to the fully "
-     "qualified name clients connect to."},
+     "The name subgated gives in its SMTP greeting and EHLO reply. Set "
+     "it to the fully qualified name that clients connect to."},
     {"state_dir", CFG_T_PATH, CFG_OFF(state_dir), "/var/lib/subgate", 1, 0, 0,
      NULL, NULL,
      "Directory that holds the database, keys, queue and run-time "
@@ -191,8 +190,8 @@ static const struct cfg_key cfg_keys[] = {
      "user."},
     {"signer_program", CFG_T_PATH, CFG_OFF(signer_program), "", 0, 0, 0, NULL,
      NULL,
-     "The signer executable. Empty: subgate-signer in the "
-     "directory that subgated was started from."},
+     "The signer executable. Empty: subgate-signer in the directory "
+     "that holds the subgated program."},
     {"log_syslog", CFG_T_BOOL, CFG_OFF(log_syslog), "no", 0, 0, 0, NULL, NULL,
      "Log to syslog (facility mail) instead of standard error."},
 };

@@ -45,16 +45,14 @@ static int db_schema_version(sqlite3 *db, char *err, size_t errlen)
                             -1, &st, NULL);
     if (rc != SQLITE_OK) {
         /* A database without our meta table is not ours. */
-        snprintf(err, errlen, "not a subgate database: %s",
-                 sqlite3_errmsg(db));
+        snprintf(err, errlen, "not a subgate database: %s", sqlite3_errmsg(db));
         return -1;
     }
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        version = atoi((const char *)sqlite3_column_text(st, 0));
+        version = sqlite3_column_int(st, 0);
     else if (rc != SQLITE_DONE) {
-        snprintf(err, errlen, "reading schema version: %s",
-                 sqlite3_errmsg(db));
+        snprintf(err, errlen, "reading schema version: %s", sqlite3_errmsg(db));
         version = -1;
     }
     sqlite3_finalize(st);
@@ -221,8 +219,8 @@ static int db_member_row(sqlite3 *db, const char *login, struct db_member *m)
     m->disabled = sqlite3_column_int(st, 2) != 0;
     if (db_copy_text(m->address, sizeof m->address,
                      sqlite3_column_text(st, 3)) != 0 ||
-        db_copy_text(m->tenant, sizeof m->tenant,
-                     sqlite3_column_text(st, 4)) != 0) {
+        db_copy_text(m->tenant, sizeof m->tenant, sqlite3_column_text(st, 4)) !=
+            0) {
         log_error("db: member %s: stored name too long", login);
         sqlite3_finalize(st);
         return -1;
@@ -312,8 +310,8 @@ int db_sign_keys(sqlite3 *db, const char *domain, struct db_sign_key *keys,
         struct db_sign_key *k = &keys[n];
         if (db_copy_text(k->selector, sizeof k->selector,
                          sqlite3_column_text(st, 0)) != 0 ||
-            db_copy_text(k->algo, sizeof k->algo,
-                         sqlite3_column_text(st, 1)) != 0 ||
+            db_copy_text(k->algo, sizeof k->algo, sqlite3_column_text(st, 1)) !=
+                0 ||
             db_copy_text(k->key_file, sizeof k->key_file,
                          sqlite3_column_text(st, 2)) != 0) {
             log_error("db: key of %s: stored field too long", domain);

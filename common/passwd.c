@@ -49,8 +49,7 @@ int passwd_hash(const char *pw, char *out, size_t outlen)
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
 
     /* NULL random bytes: libxcrypt takes them from getrandom(2). */
-    if (crypt_gensalt_rn(PASSWD_PREFIX, 0, NULL, 0, salt, sizeof salt) ==
-        NULL)
+    if (crypt_gensalt_rn(PASSWD_PREFIX, 0, NULL, 0, salt, sizeof salt) == NULL)
         return -1;
     return passwd_crypt(pw, salt, out, outlen);
 }

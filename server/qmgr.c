@@ -329,8 +329,8 @@ static long long qmgr_settle(struct qmgr *q, struct queue_env *env,
 static void qmgr_deliver(struct qmgr *q, size_t i)
 {
     struct qmgr_entry *e = &q->ents[i];
-    size_t max =
-        q->cfg->max_message_size + SG_MAX_QUEUE_ENVELOPE + QMGR_FILE_SLACK;
+    size_t max = q->cfg->max_message_size + (size_t)SG_MAX_QUEUE_ENVELOPE +
+                 (size_t)QMGR_FILE_SLACK;
     char path[PATH_MAX];
     struct queue_env env;
     struct relay_rcpt *res;
@@ -438,6 +438,9 @@ static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigemptyset(&ign.sa_mask);
     sigaction(SIGPIPE, &ign, NULL);
+    /* The master passes SIGHUP on; the runner has nothing to reload (its
+     * settings come from the master at fork) and must not die of it. */
+    sigaction(SIGHUP, &ign, NULL);
     memset(q, 0, sizeof(*q));
     q->cfg = cfg;
     q->ino = -1;
@@ -452,9 +455,13 @@ static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
         return -1;
     }
     qmgr_clean_tmp(cfg);
+    /* Files arrive by rename (IN_MOVED_TO). A file written in place by
+     * some other tool is looked at again when it is closed, so a read
+     * that caught it half-written does not shelve it for good. */
     q->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (q->ino < 0 ||
-        inotify_add_watch(q->ino, q->active, IN_MOVED_TO | IN_CREATE) < 0) {
+        inotify_add_watch(q->ino, q->active,
+                          IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE) < 0) {
         log_error_errno(errno, "queue: cannot watch %s", q->active);
         return -1;
     }

@@ -19,8 +19,8 @@
 #define QMGR_STALE_TMP_S 3600
 
 /* Runs the queue runner until SIGTERM (or SIGINT): installs its signal
- * handlers, ignores SIGPIPE, creates the queue directories if missing,
- * removes stale tmp/ files, then delivers for ever. On SIGTERM it
+ * handlers, ignores SIGPIPE and SIGHUP, creates the queue directories if
+ * missing, removes stale tmp/ files, then delivers for ever. On SIGTERM it
  * finishes the message in progress, closes the relay connection (QUIT)
  * and returns 0. Returns 1 after logging a start-up failure. cfg is
  * borrowed and must stay valid. */

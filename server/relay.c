@@ -123,8 +123,9 @@ static int relay_parse_host(const char *s, char *host, size_t hostlen,
     host[hl] = '\0';
     if (p == NULL)
         p = "25";
-    if (strlen(p) == 0 || strlen(p) >= portlen ||
-        strspn(p, "0123456789") != strlen(p) || atoi(p) < 1 || atoi(p) > 65535)
+    if (strlen(p) == 0 || strlen(p) > 5 || strlen(p) >= portlen ||
+        strspn(p, "0123456789") != strlen(p) || strtoul(p, NULL, 10) < 1 ||
+        strtoul(p, NULL, 10) > 65535)
         return -1;
     snprintf(port, portlen, "%s", p);
     return 0;
@@ -952,7 +953,7 @@ int relay_idle_ms(const struct relay *r)
 
     if (r->fd < 0)
         return -1;
-    left = r->last_ms + RELAY_IDLE_S * 1000 - relay_now_ms();
+    left = r->last_ms + (long long)RELAY_IDLE_S * 1000 - relay_now_ms();
     return left > 0 ? (int)left : 0;
 }
 

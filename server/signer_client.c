@@ -3,7 +3,12 @@
  * that point into the caller's buffer (no copy) and END, in one uv_write;
  * the reply is read as it comes, even before the write has finished (the
  * signer answers "message too big" early). A timer bounds the whole
- * request. The request is freed once both handles are closed. */
+ * request. The request is freed once both handles are closed.
+ *
+ * The process must ignore SIGPIPE (subgated does): a signer that hangs up
+ * early makes the write fail with EPIPE. timeout_ms 0 times out at once.
+ * signer_client_cancel() is for a request whose callback has not run yet;
+ * once it has run, the request is gone. */
 #include "signer_client.h"
 
 #include <stdint.h>
@@ -54,9 +59,10 @@ static void signer_client_close_cb(uv_handle_t *h)
     free(req);
 }
 
-/* Decides the outcome once: runs the callback unless cancelled, then
- * closes the handles (pending connect and write callbacks then run with
- * UV_ECANCELED and see done set). */
+/* Decides the outcome once. The handles are closed first, so that
+ * nothing reads the caller's message once its callback has run (pending
+ * connect and write callbacks see UV_ECANCELED and done set); the request
+ * itself, and sig in its read buffer, live until the close callbacks. */
 static void signer_client_finish(struct signer_req *req, int status,
                                  const char *sig, size_t siglen,
                                  const char *err)
@@ -64,11 +70,10 @@ static void signer_client_finish(struct signer_req *req, int status,
     if (req->done)
         return;
     req->done = 1;
-    uv_timer_stop(&req->timer);
-    if (!req->cancelled)
-        req->cb(req->arg, status, sig, siglen, err);
     uv_close((uv_handle_t *)&req->pipe, signer_client_close_cb);
     uv_close((uv_handle_t *)&req->timer, signer_client_close_cb);
+    if (!req->cancelled)
+        req->cb(req->arg, status, sig, siglen, err);
 }
 
 static void signer_client_fail(struct signer_req *req, const char *what,

@@ -454,6 +454,7 @@ static void session_feed_cmd(struct smtp_session *s)
     } else if (rc < 0) {
         if (s->state == SMTP_STATE_AUTH) {
             /* An unusable response ends the exchange (RFC 4954 4). */
+            smtp_cmd_auth_abort(s);
             s->auth_step = SMTP_AUTH_NONE;
             s->state = SMTP_STATE_CMD;
             smtp_session_parse_mode(s, 0);

@@ -221,6 +221,7 @@ static void signer_conn_begin(struct signer_conn *c, const uint8_t *p,
                               uint32_t len)
 {
     const char *qid = (const char *)p, *dom, *end;
+    char esc[4 * SG_LOG_MAX_PEER_TEXT + 4];
     size_t qlen, dlen, i;
 
     end = memchr(qid, '\0', len);
@@ -238,12 +239,14 @@ static void signer_conn_begin(struct signer_conn *c, const uint8_t *p,
     dlen = (size_t)(end - dom);
     c->state = SIGNER_CONN_DATA;
     if (!signer_conn_qid_ok(qid, qlen)) {
-        signer_conn_tempfail(c, "bad queue id", NULL);
+        signer_conn_tempfail(c, "bad queue id",
+                             log_escape(qid, qlen, esc, sizeof(esc)));
         return;
     }
     memcpy(c->qid, qid, qlen + 1);
     if (!signer_conn_domain_ok(dom, dlen)) {
-        signer_conn_tempfail(c, "bad domain", NULL);
+        signer_conn_tempfail(c, "bad domain",
+                             log_escape(dom, dlen, esc, sizeof(esc)));
         return;
     }
     for (i = 0; i <= dlen; i++)
@@ -355,8 +358,9 @@ static int signer_conn_load_keys(struct signer_conn *c,
     size_t n, i, len;
     int rc;
 
-    if (s->db == NULL && signer_conn_srv_open_db(s) < 0) {
-        signer_conn_tempfail(c, "database unavailable", NULL);
+    if (s->db == NULL &&
+        db_open(s->db_path, 0, &s->db, detail, sizeof(detail)) < 0) {
+        signer_conn_tempfail(c, "database unavailable", detail);
         return -1;
     }
     rc = db_sign_keys(s->db, c->domain, keys, SIGNER_CONN_MAX_KEYS, &n);

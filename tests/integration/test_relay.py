@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -78,6 +79,7 @@ class Rig:
             "retry_min": "1s",
             "retry_max": "1s",
             "relay_timeout": "10s",
+            "max_queue_lifetime": "1h",
         })
         self.settings.update(settings or {})
         self.config = self.root / "subgate.conf"
@@ -333,6 +335,49 @@ def test_data_tempfail_defers_all(rig):
     rig.wait_gone(qid)
 
 
+def test_expired_after_lifetime(rig):
+    tok = token()
+    rcpt = "later-%s@example.net" % tok
+    rig.sink.set_rcpt_replies({rcpt: "451 4.3.0 try again later"})
+    try:
+        # Queued two hours ago; max_queue_lifetime is one hour.
+        qid = rig.enqueue([rcpt], body_with(tok),
+                          time=int(time.time()) - 7200, attempts=9)
+        rig.wait_gone(qid)
+        line = rig.wait_log(r"to=<%s> .*status=expired" % re.escape(rcpt),
+                            qid)
+        assert "attempts=10 " in line and "(451 4.3.0 try again later)" \
+            in line, line
+    finally:
+        rig.sink.set_rcpt_replies(None)
+    assert rig.sink.find(tok) == []
+
+
+def test_corrupt_file_left_alone(rig):
+    tok = token()
+    qid = rig.enqueue(["ok-%s@example.net" % tok], body_with(tok),
+                      colour="blue")
+    rig.wait_log(r"corrupt queue file \(unknown key\); left in place", qid)
+    assert rig.path(qid).exists()
+    # The runner goes on with the next message.
+    good = rig.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    rig.wait_gone(good)
+    assert rig.path(qid).exists()
+    rig.path(qid).unlink()
+
+
+def test_future_next_waits(rig):
+    tok = token()
+    qid = rig.enqueue(["ok-%s@example.net" % tok], body_with(tok),
+                      next=int(time.time()) + 3600)
+    # A later message overtakes it; the first stays untouched.
+    other = rig.enqueue(["ok2-%s@example.net" % tok], body_with(tok))
+    rig.wait_gone(other)
+    assert rig.path(qid).exists()
+    assert rig.lines_for(qid) == []
+    rig.path(qid).unlink()
+
+
 def test_connection_reused(rig):
     tok = token()
     qids = [rig.enqueue(["r%d-%s@example.net" % (i, tok)], body_with(tok))
@@ -537,3 +582,45 @@ def test_pipelining_mail_refused(pipelining_rig):
     ok = r.enqueue(["c-%s@example.net" % tok], body_with(tok))
     r.wait_gone(ok)
     assert [m[1] for m in handler.messages] == [["c-%s@example.net" % tok]]
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_literal_relay_host(make_rig):
+    handler = PipeliningHandler()
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    ctl = Controller(handler, hostname="::1", port=port)
+    ctl.start()
+    try:
+        r = make_rig({"relay_host": "[::1]:%d" % port}, start=False)
+        r.start(sink=False)
+        tok = token()
+        qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+        r.wait_gone(qid)
+        line = r.wait_log(r"status=sent", qid)
+        assert "relay=::1[::1]:%d " % port in line, line
+        assert [m[2] for m in handler.messages] == [body_with(tok)]
+    finally:
+        ctl.stop()
+
+
+def test_no_relay_host_defers(make_rig):
+    r = make_rig({"relay_host": ""})
+    tok = token()
+    rcpt = "ok-%s@example.net" % tok
+    qid = r.enqueue([rcpt], body_with(tok))
+    r.wait_log(r"MX delivery not implemented; set relay_host", qid)
+    line = r.wait_log(r"to=<%s> relay=none .*status=deferred" % re.escape(rcpt),
+                      qid)
+    assert "dsn=4.3.5" in line, line
+    assert r.path(qid).exists()

@@ -51,8 +51,7 @@ static void check_roundtrip(const char *name, const char *pw)
     if (passwd_hash(pw, hash2, sizeof hash2) != 0)
         fail_msg("%s: second passwd_hash failed", name);
     if (strcmp(hash, hash2) == 0)
-        fail_msg("%s: two hashes are equal (%s): salt not fresh", name,
-                 hash);
+        fail_msg("%s: two hashes are equal (%s): salt not fresh", name, hash);
 }
 
 static void test_roundtrip(void **state)
@@ -158,7 +157,7 @@ struct rand_case {
 };
 
 static const struct rand_case rand_cases[] = {
-    {1, 2, 0},    {20, 21, 0},   {20, 64, 0}, {64, 65, 0},
+    {1, 2, 0},     {20, 21, 0},  {20, 64, 0}, {64, 65, 0},
     {200, 201, 0}, {20, 20, -1}, {0, 8, -1},  {8, 1, -1},
 };
 
@@ -170,8 +169,8 @@ static void check_random(const struct rand_case *c)
     memset(out, '#', sizeof out);
     got = passwd_random(out, c->outlen, c->len);
     if (got != c->want)
-        fail_msg("len %zu outlen %zu: got %d, want %d", c->len, c->outlen,
-                 got, c->want);
+        fail_msg("len %zu outlen %zu: got %d, want %d", c->len, c->outlen, got,
+                 c->want);
     if (got != 0)
         return;
     if (strlen(out) != c->len)

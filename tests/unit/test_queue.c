@@ -187,7 +187,7 @@ static void test_commit_parse(void **state)
     struct queue_env env, got;
     char path[PATH_MAX];
     const char *err = NULL;
-    size_t len, off;
+    size_t len = 0, off = 0;
     char *buf;
 
     make_env(&env, "alice@example.org", rcpt, 3);
@@ -229,7 +229,7 @@ static void test_null_sender(void **state)
     struct queue_env env, got;
     char path[PATH_MAX];
     const char *err = NULL;
-    size_t len, off;
+    size_t len = 0, off = 0;
     char *buf;
 
     make_env(&env, "", rcpt, 1);
@@ -393,7 +393,7 @@ static void test_parse_limits(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct queue_env env;
         const char *err = "(none)";
-        size_t len, off;
+        size_t len = 0, off = 0;
         char *buf = build_file(cases[i].nrcpt, cases[i].addrlen, &len);
         int rc = queue_env_parse(buf, len, &env, &off, &err);
 
@@ -443,7 +443,7 @@ static void test_commit_no_overwrite(void **state)
     struct queue_env env, got;
     char path[PATH_MAX];
     const char *err;
-    size_t len, off;
+    size_t len = 0, off = 0;
     char *buf;
 
     make_env(&env, "alice@example.org", rcpt, 1);
@@ -471,7 +471,7 @@ static void test_commit_many_iov(void **state)
     struct queue_env env, got;
     char path[PATH_MAX];
     const char *err;
-    size_t len, off;
+    size_t len = 0, off = 0;
     char *buf;
 
     assert_non_null(iov);
@@ -504,7 +504,7 @@ static void test_update_keeps_body(void **state)
     struct queue_env env, got;
     char path[PATH_MAX];
     const char *err;
-    size_t len, off;
+    size_t len = 0, off = 0;
     char *buf;
 
     make_env(&env, "alice@example.org", rcpt, 2);
