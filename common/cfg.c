@@ -47,6 +47,27 @@ enum cfg_type {
     CFG_T_BOOL,        /* int, 0 or 1 */
 };
 
+/* Per type: its name in the documentation and the hint in "bad value"
+ * messages. */
+static const struct {
+    const char *name;
+    const char *hint;
+} cfg_types[] = {
+    [CFG_T_STRING] = {"string", "bad syntax"},
+    [CFG_T_PATH] = {"path", "bad syntax"},
+    [CFG_T_LISTEN] = {"address list", "bad syntax"},
+    [CFG_T_ENUM] = {"one of none, may, encrypt, verify",
+                    "expected none, may, encrypt or verify"},
+    [CFG_T_SIZE] = {"size",
+                    "expected a number of octets, optionally with K, M or G"},
+    [CFG_T_UINT] = {"integer", "expected a decimal number"},
+    [CFG_T_DURATION_MS] = {"duration",
+                           "expected a number with a unit: ms, s, m, h or d"},
+    [CFG_T_DURATION_S] = {"duration",
+                          "expected a number with a unit: ms, s, m, h or d"},
+    [CFG_T_BOOL] = {"boolean", "expected yes or no"},
+};
+
 /* The default is computed rather than written in the table. */
 #define CFG_F_HOST_SHORT 0x1  /* gethostname() up to the first '.' */
 #define CFG_F_HOST_FULL 0x2   /* gethostname() as is */
@@ -580,26 +601,6 @@ static int cfg_set_listen(struct cfg *c, const struct cfg_key *k, const char *v,
 
 /* ---- setting one value ------------------------------------------------- */
 
-/* Type hint for "bad value" messages. */
-static const char *cfg_type_hint(const struct cfg_key *k)
-{
-    switch (k->type) {
-    case CFG_T_SIZE:
-        return "expected a number of octets, optionally with K, M or G";
-    case CFG_T_UINT:
-        return "expected a decimal number";
-    case CFG_T_DURATION_MS:
-    case CFG_T_DURATION_S:
-        return "expected a number with a unit: ms, s, m, h or d";
-    case CFG_T_BOOL:
-        return "expected yes or no";
-    case CFG_T_ENUM:
-        return "expected none, may, encrypt or verify";
-    default:
-        return "bad syntax";
-    }
-}
-
 static int cfg_parse_bool(const char *v, int *r)
 {
     static const char *const yes[] = {"yes", "true", "on", "1"};
@@ -623,7 +624,7 @@ static int cfg_parse_num(const struct cfg_key *k, const char *v,
     const char *end;
     int b;
 
-    *why_r = cfg_type_hint(k);
+    *why_r = cfg_types[k->type].hint;
     switch (k->type) {
     case CFG_T_SIZE:
         if (cfg_parse_size(v, &sz) < 0)
@@ -775,7 +776,8 @@ struct cfg *cfg_defaults(void)
     for (i = 0; i < CFG_NKEYS; i++) {
         const struct cfg_key *k = &cfg_keys[i];
         if (k->flags & (CFG_F_HOST_SHORT | CFG_F_HOST_FULL))
-            cfg_set_str(c, k, cfg_host_default(k->flags & CFG_F_HOST_SHORT));
+            cfg_set_str(c, k,
+                        cfg_host_default((k->flags & CFG_F_HOST_SHORT) != 0));
         else if (!(k->flags & CFG_F_UNDER_STATE) &&
                  cfg_set(c, k, k->def, msg, sizeof(msg)) < 0)
             log_panic("cfg: bad default in table: %s", msg);
@@ -1037,30 +1039,6 @@ static void cfg_wrap(FILE *f, const char *text)
     fputc('\n', f);
 }
 
-static const char *cfg_type_name(const struct cfg_key *k)
-{
-    switch (k->type) {
-    case CFG_T_STRING:
-        return "string";
-    case CFG_T_PATH:
-        return "path";
-    case CFG_T_LISTEN:
-        return "address list";
-    case CFG_T_ENUM:
-        return "one of none, may, encrypt, verify";
-    case CFG_T_SIZE:
-        return "size";
-    case CFG_T_UINT:
-        return "integer";
-    case CFG_T_DURATION_MS:
-    case CFG_T_DURATION_S:
-        return "duration";
-    case CFG_T_BOOL:
-        return "boolean";
-    }
-    return "?";
-}
-
 /* "Type: size. Default: `25M`. Range: `64K` to `1G`." */
 static void cfg_doc_summary(const struct cfg_key *k, char *buf, size_t len)
 {
@@ -1089,7 +1067,7 @@ static void cfg_doc_summary(const struct cfg_key *k, char *buf, size_t len)
         cfg_fmt_num(k, k->max, hi, sizeof(hi));
         snprintf(range, sizeof(range), " Range: `%s` to `%s`.", lo, hi);
     }
-    snprintf(buf, len, "Type: %s. Default: %s.%s", cfg_type_name(k), def,
+    snprintf(buf, len, "Type: %s. Default: %s.%s", cfg_types[k->type].name, def,
              range);
 }
 

@@ -32,11 +32,9 @@ struct auth_sqlite_req;
  * is wiped as soon as it has been hashed). cfg is borrowed for the call
  * only. Returns the request, whose callback runs exactly once unless it is
  * cancelled, or NULL if the work could not be queued (then no callback). */
-struct auth_sqlite_req *auth_sqlite_check(uv_loop_t *loop,
-                                          const struct cfg *cfg,
-                                          const char *login,
-                                          const char *password,
-                                          auth_sqlite_done_cb cb, void *arg);
+struct auth_sqlite_req *
+auth_sqlite_check(uv_loop_t *loop, const struct cfg *cfg, const char *login,
+                  const char *password, auth_sqlite_done_cb cb, void *arg);
 
 /* The owner goes away: the callback will not run. The request frees
  * itself once the worker thread is done with it. */

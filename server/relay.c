@@ -34,6 +34,9 @@
 /* Commands sent in one pipelined batch (RFC 2920 3.1): bounded so that
  * unread replies cannot fill both socket buffers and stall both ends. */
 #define RELAY_BATCH 100
+/* The wait for the reply to QUIT: the message is delivered by then, and
+ * the runner must not stall on a server that never answers it. */
+#define RELAY_QUIT_MS 5000
 
 enum relay_ext {
     RELAY_EXT_STARTTLS = 1 << 0,
@@ -53,8 +56,9 @@ struct relay {
     SSL_CTX *ctx;          /* owned; NULL when relay_tls = none */
     char host[SG_MAX_DOMAIN + 1];
     char port[8];
-    int fd;   /* -1: not connected */
-    SSL *ssl; /* owned; NULL: plaintext */
+    int fd;              /* -1: not connected */
+    SSL *ssl;            /* owned; NULL: plaintext */
+    unsigned timeout_ms; /* per step: relay_timeout, shorter for QUIT */
     unsigned ext;
     unsigned nmsgs;    /* sent on this connection */
     long long last_ms; /* monotonic time of the last use */
@@ -228,7 +232,7 @@ static int relay_fill(struct relay *r, long long deadline, const char *step)
 static int relay_write(struct relay *r, const char *buf, size_t len,
                        const char *step)
 {
-    long long deadline = relay_now_ms() + r->cfg->relay_timeout_ms;
+    long long deadline = relay_now_ms() + r->timeout_ms;
     const char *what = NULL;
 
     while (len > 0) {
@@ -261,7 +265,7 @@ static int relay_write(struct relay *r, const char *buf, size_t len,
         }
         buf += n;
         len -= (size_t)n;
-        deadline = relay_now_ms() + r->cfg->relay_timeout_ms;
+        deadline = relay_now_ms() + r->timeout_ms;
     }
     if (len == 0)
         return 0;
@@ -370,7 +374,7 @@ static void relay_ehlo_line(struct relay *r, const char *kw)
 static int relay_reply(struct relay *r, struct relay_reply *rep, int ehlo,
                        const char *step)
 {
-    long long deadline = relay_now_ms() + r->cfg->relay_timeout_ms;
+    long long deadline = relay_now_ms() + r->timeout_ms;
     char line[RELAY_MAX_LINE + 1];
 
     rep->code = 0;
@@ -440,7 +444,7 @@ static void relay_drop(struct relay *r)
 static int relay_connect_ai(struct relay *r, const struct addrinfo *ai)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    long long deadline = relay_now_ms() + r->cfg->relay_timeout_ms;
+    long long deadline = relay_now_ms() + r->timeout_ms;
     int fd, rc = 0;
     socklen_t sl = sizeof(rc);
 
@@ -515,7 +519,7 @@ static int relay_ehlo(struct relay *r)
 /* The TLS handshake on the connected socket. */
 static int relay_handshake(struct relay *r)
 {
-    long long deadline = relay_now_ms() + r->cfg->relay_timeout_ms;
+    long long deadline = relay_now_ms() + r->timeout_ms;
     struct in6_addr a6;
     struct in_addr a4;
     const char *what = NULL;
@@ -864,6 +868,7 @@ struct relay *relay_new(const struct cfg *cfg)
     struct relay *r = xcalloc(1, sizeof(*r));
 
     r->cfg = cfg;
+    r->timeout_ms = cfg->relay_timeout_ms;
     r->fd = -1;
     r->qid = "-";
     snprintf(r->tlsdesc, sizeof(r->tlsdesc), "none");
@@ -917,8 +922,11 @@ void relay_close(struct relay *r)
     if (r->fd < 0)
         return;
     /* A polite goodbye (RFC 5321 4.1.1.10); its failure changes nothing. */
+    if (r->timeout_ms > RELAY_QUIT_MS)
+        r->timeout_ms = RELAY_QUIT_MS;
     if (relay_cmd(r, "QUIT") == 0 && relay_flush(r, "sending QUIT") == 0)
         (void)relay_reply(r, &rep, 0, "receiving the QUIT reply");
+    r->timeout_ms = r->cfg->relay_timeout_ms;
     if (r->ssl != NULL)
         (void)SSL_shutdown(r->ssl);
     ERR_clear_error();

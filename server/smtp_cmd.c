@@ -44,10 +44,9 @@ static void smtp_cmd_keep_helo(struct smtp_session *s, const char *arg)
 
     for (i = 0; arg[i] != '\0' && arg[i] != ' ' && i < SMTP_HELO_MAX; i++) {
         unsigned char c = (unsigned char)arg[i];
-        s->helo[i] =
-            (c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\')
-                ? (char)c
-                : '?';
+        s->helo[i] = (c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\')
+                         ? (char)c
+                         : '?';
     }
     s->helo[i] = '\0';
 }
@@ -76,8 +75,7 @@ static void smtp_cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c)
     for (i = 0; i < n; i++) {
         char sep = i + 1 < n ? '-' : ' ';
         if (ext[i] == NULL)
-            smtp_reply(s, "250%cSIZE %zu", sep,
-                       s->srv->cfg->max_message_size);
+            smtp_reply(s, "250%cSIZE %zu", sep, s->srv->cfg->max_message_size);
         else
             smtp_reply(s, "250%c%s", sep, ext[i]);
     }
@@ -95,8 +93,7 @@ static void smtp_cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
     smtp_reply(s, "250 %s", s->srv->cfg->hostname);
 }
 
-static void smtp_cmd_starttls(struct smtp_session *s,
-                              const struct smtp_cmd *c)
+static void smtp_cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
 {
     if (s->tls != NULL) {
         smtp_reply_error(s, "503 5.5.1 TLS already active");
@@ -160,9 +157,9 @@ static const char *smtp_cmd_mail_params(const struct smtp_session *s,
             }
         } else if (klen == 4 && strncasecmp(p, "BODY", 4) == 0) {
             /* RFC 6152: 7BIT or 8BITMIME; both are passed as they are. */
-            if (v == NULL || !((vlen == 4 && strncasecmp(v, "7BIT", 4) == 0) ||
-                               (vlen == 8 && strncasecmp(v, "8BITMIME", 8) ==
-                                                 0)))
+            if (v == NULL ||
+                !((vlen == 4 && strncasecmp(v, "7BIT", 4) == 0) ||
+                  (vlen == 8 && strncasecmp(v, "8BITMIME", 8) == 0)))
                 return "501 5.5.4 Bad BODY parameter";
         } else if (klen == 4 && strncasecmp(p, "AUTH", 4) == 0) {
             /* RFC 4954 5: a server that offers AUTH accepts the parameter
@@ -204,9 +201,9 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     if (r != NULL) {
         log_warn("%s: reject code=%.3s reason=\"%s\" from=<%s> member=%s",
                  s->id, r,
-                 r[2] == '2'         ? "declared size over limit"
+                 r[2] == '2'       ? "declared size over limit"
                  : addr[0] == '\0' ? "null sender"
-                                    : "sender not owned",
+                                   : "sender not owned",
                  smtp_cmd_esc(addr, esc), s->member->address);
         smtp_reply(s, "%s", r);
         return;
@@ -228,8 +225,7 @@ static void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         smtp_reply_error(s, "503 5.5.1 Need MAIL command");
         return;
     }
-    if (addr_parse_path(c->arg, addr, &params, &err) != 0 ||
-        addr[0] == '\0') {
+    if (addr_parse_path(c->arg, addr, &params, &err) != 0 || addr[0] == '\0') {
         smtp_reply_error(s, "501 5.1.3 Bad recipient address syntax");
         return;
     }
@@ -282,8 +278,7 @@ static void smtp_cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
     smtp_reply(s, "252 2.5.0 Cannot VRFY user");
 }
 
-static void smtp_cmd_not_impl(struct smtp_session *s,
-                              const struct smtp_cmd *c)
+static void smtp_cmd_not_impl(struct smtp_session *s, const struct smtp_cmd *c)
 {
     (void)c;
     smtp_reply(s, "502 5.5.1 Command not implemented");
@@ -292,8 +287,7 @@ static void smtp_cmd_not_impl(struct smtp_session *s,
 static const struct smtp_cmd_def smtp_cmd_table[] = {
     {SMTP_VERB_EHLO, smtp_cmd_ehlo, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
     {SMTP_VERB_HELO, smtp_cmd_helo, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
-    {SMTP_VERB_STARTTLS, smtp_cmd_starttls,
-     SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
+    {SMTP_VERB_STARTTLS, smtp_cmd_starttls, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
     {SMTP_VERB_AUTH, smtp_cmd_auth, SMTP_CMD_PREAUTH | SMTP_CMD_EHLO},
     {SMTP_VERB_NOOP, smtp_cmd_noop, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
     {SMTP_VERB_RSET, smtp_cmd_rset, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},

@@ -49,8 +49,8 @@ static void smtp_auth_ask(struct smtp_session *s, enum smtp_auth_step step,
 static void smtp_auth_fail(struct smtp_session *s, const char *reason)
 {
     s->nauthfail++;
-    log_warn("%s: auth client=[%s] member=%s result=fail reason=\"%s\"",
-             s->id, s->client_ip, s->auth_login, reason);
+    log_warn("%s: auth client=[%s] member=%s result=fail reason=\"%s\"", s->id,
+             s->client_ip, s->auth_login, reason);
     smtp_session_wait_auth_delay(s, s->srv->cfg->auth_fail_delay_ms);
 }
 
@@ -120,8 +120,7 @@ static void smtp_auth_check(struct smtp_session *s)
     smtp_session_wait(s);
 }
 
-static void smtp_auth_plain(struct smtp_session *s, const char *b64,
-                            size_t len)
+static void smtp_auth_plain(struct smtp_session *s, const char *b64, size_t len)
 {
     smtp_auth_creds_drop(s);
     s->creds = xcalloc(1, sizeof(*s->creds));
@@ -134,8 +133,7 @@ static void smtp_auth_plain(struct smtp_session *s, const char *b64,
 }
 
 /* A LOGIN response: the user name, then the password. */
-static void smtp_auth_login(struct smtp_session *s, const char *b64,
-                            size_t len)
+static void smtp_auth_login(struct smtp_session *s, const char *b64, size_t len)
 {
     struct smtp_auth_creds *c = s->creds;
     int user = s->auth_step != SMTP_AUTH_LOGIN_PASS;
@@ -160,8 +158,8 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
 
     /* RFC 4954 4: 503 during a transaction and after a success. */
     if (s->txn.qid[0] != '\0') {
-        smtp_reply_error(s,
-                         "503 5.5.1 AUTH not allowed during a mail transaction");
+        smtp_reply_error(
+            s, "503 5.5.1 AUTH not allowed during a mail transaction");
         return;
     }
     if (s->member != NULL) {

@@ -100,18 +100,18 @@ struct signer_req;
 /* One mail transaction, MAIL to the reply after DATA. Everything in it
  * belongs to the transaction and is freed by smtp_txn_reset(). */
 struct smtp_txn {
-    char qid[QUEUE_ID_LEN + 1];    /* "" until MAIL is accepted */
-    char sender[SG_MAX_PATH + 1];  /* envelope sender as it will be used */
-    char **rcpt;                   /* owned array of owned strings */
+    char qid[QUEUE_ID_LEN + 1];   /* "" until MAIL is accepted */
+    char sender[SG_MAX_PATH + 1]; /* envelope sender as it will be used */
+    char **rcpt;                  /* owned array of owned strings */
     size_t nrcpt, rcpt_cap;
-    char *msg;                     /* owned after the end of DATA */
+    char *msg; /* owned after the end of DATA */
     size_t msglen;
-    char *hdr;                     /* owned: DKIM-Signature + Received */
+    char *hdr; /* owned: DKIM-Signature + Received */
     size_t hdrlen;
-    struct signer_req *sign_req;   /* in flight, borrowed */
-    uv_work_t work;                /* queue_commit in the pool */
-    struct queue_env env;          /* env.rcpt borrows rcpt */
-    int commit_rc;                 /* queue_commit's result */
+    struct signer_req *sign_req; /* in flight, borrowed */
+    uv_work_t work;              /* queue_commit in the pool */
+    struct queue_env env;        /* env.rcpt borrows rcpt */
+    int commit_rc;               /* queue_commit's result */
 };
 
 struct smtp_session {
@@ -120,27 +120,27 @@ struct smtp_session {
     uv_tcp_t tcp;                     /* data = this */
     uv_timer_t timer;                 /* data = this */
     uv_shutdown_t shutdown_req;
-    int open_handles;                 /* tcp, timer until closed */
-    int pending;                      /* signer request / queue work */
-    char id[10];                      /* "s" + 8 hex digits */
-    char client[64];                  /* "[ip]:port" */
-    char client_ip[48];               /* "ip" */
-    const char *listener;             /* borrowed from smtpd */
+    int open_handles;     /* tcp, timer until closed */
+    int pending;          /* signer request / queue work */
+    char id[10];          /* "s" + 8 hex digits */
+    char client[64];      /* "[ip]:port" */
+    char client_ip[48];   /* "ip" */
+    const char *listener; /* borrowed from smtpd */
     enum smtp_state state;
     enum smtp_greeting greeting;
     enum smtp_auth_step auth_step;
     enum smtp_timer_use timer_use;
-    int reading;                      /* uv_read_start is in effect */
-    int out_blocked;                  /* too much unsent output */
-    int closed;                       /* handles are being closed */
-    int tls_logged;                   /* handshake done and logged */
-    struct tls_conn *tls;             /* owned, NULL until TLS starts */
-    char *cbuf;                       /* owned: ciphertext read buffer */
-    struct smtp_parse *parse;         /* owned */
-    struct smtp_data *data;           /* owned, made at the first DATA */
-    char inbuf[SMTP_INBUF_SIZE];      /* plaintext not yet processed */
+    int reading;                 /* uv_read_start is in effect */
+    int out_blocked;             /* too much unsent output */
+    int closed;                  /* handles are being closed */
+    int tls_logged;              /* handshake done and logged */
+    struct tls_conn *tls;        /* owned, NULL until TLS starts */
+    char *cbuf;                  /* owned: ciphertext read buffer */
+    struct smtp_parse *parse;    /* owned */
+    struct smtp_data *data;      /* owned, made at the first DATA */
+    char inbuf[SMTP_INBUF_SIZE]; /* plaintext not yet processed */
     size_t inoff, inlen;
-    char out[SMTP_OUTBUF_SIZE];       /* replies not yet written */
+    char out[SMTP_OUTBUF_SIZE]; /* replies not yet written */
     size_t outlen;
     unsigned ncmds, nmsgs, nbad, nauthfail;
     char helo[SMTP_HELO_MAX + 1];     /* sanitized greeting argument */

@@ -70,8 +70,7 @@ static void txn_finish(struct smtp_session *s, const char *reply,
 static void txn_reject(struct smtp_session *s, const char *reply,
                        const char *reason)
 {
-    log_warn("%s: reject code=%.3s reason=\"%s\"", s->txn.qid, reply,
-             reason);
+    log_warn("%s: reject code=%.3s reason=\"%s\"", s->txn.qid, reply, reason);
     txn_finish(s, reply, 1);
 }
 
@@ -92,8 +91,8 @@ static size_t txn_received(const struct smtp_session *s, char *out,
                  "\tby %s (subgate) with ESMTPSA id %s;\r\n"
                  "\t%s\r\n",
                  s->helo[0] != '\0' ? s->helo : "unknown",
-                 strchr(s->client_ip, ':') != NULL ? "IPv6:" : "",
-                 s->client_ip, s->srv->cfg->hostname, s->txn.qid, date);
+                 strchr(s->client_ip, ':') != NULL ? "IPv6:" : "", s->client_ip,
+                 s->srv->cfg->hostname, s->txn.qid, date);
     if (n < 0 || (size_t)n >= outlen)
         return 0;
     return (size_t)n;
@@ -191,8 +190,7 @@ static void txn_signed(void *arg, int status, const char *sig, size_t siglen,
     t->hdrlen = siglen + extra + rlen;
     txn_fill_env(s);
     t->work.data = s;
-    rc = uv_queue_work(s->srv->loop, &t->work, txn_commit_work,
-                       txn_committed);
+    rc = uv_queue_work(s->srv->loop, &t->work, txn_commit_work, txn_committed);
     if (rc != 0) {
         log_error("%s: queue write failed: %s", t->qid, uv_strerror(rc));
         txn_finish(s, txn_reply_queue, 0);
@@ -252,7 +250,7 @@ void smtp_txn_data_end(struct smtp_session *s)
              txn_esc(t->sender, esc), len, t->nrcpt);
     if (e != SMTP_DATA_OK) {
         /* The reader has read on to the end, so the reply is in step. */
-        txn_reject(s, smtp_data_error_reply(e), "message over a limit");
+        txn_reject(s, smtp_data_error_reply(e), smtp_data_error_reply(e) + 10);
         return;
     }
     if (txn_check_from(s, domain, sizeof(domain)) != 0)

@@ -73,9 +73,8 @@ static void smtpd_reject_busy(struct smtpd_lsock *ls)
              ls->d->srv.nsessions, ls->l->name);
     /* An implicit-TLS client would not understand a clear-text reply;
      * a handshake just to refuse is not worth it. */
-    if (ls->l->implicit_tls ||
-        uv_write(&b->req, (uv_stream_t *)&b->tcp, &buf, 1,
-                 smtpd_busy_on_write) != 0)
+    if (ls->l->implicit_tls || uv_write(&b->req, (uv_stream_t *)&b->tcp, &buf,
+                                        1, smtpd_busy_on_write) != 0)
         uv_close((uv_handle_t *)&b->tcp, smtpd_busy_on_close);
 }
 

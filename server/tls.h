@@ -14,9 +14,9 @@
 #include <stddef.h>
 
 /* tls_conn_read() results besides a positive byte count. */
-#define TLS_CONN_AGAIN 0   /* needs more ciphertext from the peer */
-#define TLS_CONN_EOF (-1)  /* the peer sent close_notify */
-#define TLS_CONN_ERR (-2)  /* fatal: handshake failure, bad record, ... */
+#define TLS_CONN_AGAIN 0  /* needs more ciphertext from the peer */
+#define TLS_CONN_EOF (-1) /* the peer sent close_notify */
+#define TLS_CONN_ERR (-2) /* fatal: handshake failure, bad record, ... */
 
 /* Builds the server context: TLS 1.2 minimum, no compression, no
  * renegotiation, session tickets on, ECDHE groups X25519/P-256/P-384,

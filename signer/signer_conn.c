@@ -353,6 +353,7 @@ static int signer_conn_load_keys(struct signer_conn *c,
 {
     struct signer_conn_srv *s = c->srv;
     struct db_sign_key keys[SIGNER_CONN_MAX_KEYS];
+    struct signer_keys_info info;
     char reason[SIGNER_CONN_MAX_REASON], detail[1024];
     const char *pem;
     size_t n, i, len;
@@ -385,11 +386,21 @@ static int signer_conn_load_keys(struct signer_conn *c,
             signer_conn_tempfail(c, "unknown key algorithm", detail);
             return -1;
         }
-        rc = signer_keys_get(s->keys, keys[i].key_file, &pem, &len);
+        rc = signer_keys_get(s->keys, keys[i].key_file, &pem, &len, &info);
         if (rc < 0) {
             snprintf(detail, sizeof(detail), "s=%s file=%s: %s", k->selector,
-                     keys[i].key_file, strerror(-rc));
-            signer_conn_tempfail(c, "key file unreadable", detail);
+                     keys[i].key_file,
+                     rc == -EBADMSG ? "not a PEM private key" : strerror(-rc));
+            signer_conn_tempfail(
+                c, rc == -EBADMSG ? "key unusable" : "key file unreadable",
+                detail);
+            return -1;
+        }
+        if (signer_dkim_key_check(k->algo, info.type, info.bits, reason,
+                                  sizeof(reason)) < 0) {
+            snprintf(detail, sizeof(detail), "s=%s file=%s", k->selector,
+                     keys[i].key_file);
+            signer_conn_tempfail(c, reason, detail);
             return -1;
         }
         k->pem = xstrndup(pem, len);

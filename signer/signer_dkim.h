@@ -54,6 +54,13 @@ int signer_dkim_algo_parse(const char *name, enum signer_dkim_algo *algo_r);
 /* The a= tag value: "rsa-sha256" or "ed25519-sha256". */
 const char *signer_dkim_algo_name(enum signer_dkim_algo algo);
 
+/* Whether a private key of OpenSSL type (EVP_PKEY_RSA, EVP_PKEY_ED25519,
+ * as signer_keys reports it) and size can sign with algo: RSA of at least
+ * SG_MIN_RSA_BITS for rsa-sha256, Ed25519 for ed25519-sha256. 0, or -1
+ * with the reason ("key unusable: ...") in err. */
+int signer_dkim_key_check(enum signer_dkim_algo algo, int type, int bits,
+                          char *err, size_t errlen);
+
 /* Splits data (CRLF line ends) into header fields and body: a field is a
  * line that does not start with SP or HTAB plus its continuation lines;
  * the header section ends at the first empty line or at the end of data.
@@ -67,7 +74,9 @@ int signer_dkim_msg_parse(struct signer_dkim_msg *m, const char *data,
 void signer_dkim_msg_clear(struct signer_dkim_msg *m);
 
 /* Signs m with key for domain (the d= tag); id names the message in
- * libopendkim's own diagnostics (the queue id). 0 and *sig_r set to a
+ * libopendkim's own diagnostics (the queue id). The key must have passed
+ * signer_dkim_key_check(): libopendkim signs with whatever key it gets and
+ * labels the result with the algorithm asked for. 0 and *sig_r set to a
  * heap string (free()) holding one header field "DKIM-Signature: ...",
  * folded with CRLF HTAB and ending in CRLF, length in *siglen_r; -1 with a
  * reason in err (bad key, message refused by the library). */

@@ -10,6 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "../common/xalloc.h"
 
 /* What tells that a file on disk is still the one we read. */
@@ -27,6 +32,7 @@ struct signer_keys_entry {
     struct signer_keys_id id;
     char *pem;  /* owned, NUL-terminated; wiped before free */
     size_t len; /* octets at pem without the NUL */
+    struct signer_keys_info info;
 };
 
 struct signer_keys {
@@ -209,6 +215,36 @@ static int signer_keys_fresh(const struct signer_keys_entry *e)
     return signer_keys_id_eq(&now, &e->id);
 }
 
+/* An encrypted key must fail here, not prompt on a terminal. */
+static int signer_keys_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+/* Learns the type and size of the key in pem. 0, or -EBADMSG. */
+static int signer_keys_parse(const char *pem, size_t len,
+                             struct signer_keys_info *info)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    EVP_PKEY *pk = NULL;
+
+    if (bio != NULL)
+        pk =
+            PEM_read_bio_PrivateKey(bio, NULL, signer_keys_no_passphrase, NULL);
+    ERR_clear_error();
+    BIO_free(bio);
+    if (pk == NULL)
+        return -EBADMSG;
+    info->type = EVP_PKEY_get_base_id(pk);
+    info->bits = EVP_PKEY_get_bits(pk);
+    EVP_PKEY_free(pk);
+    return 0;
+}
+
 /* (Re)reads e's file. On failure e holds no key: a stale key is never
  * used once its file changed. */
 static int signer_keys_load(struct signer_keys_entry *e)
@@ -219,6 +255,8 @@ static int signer_keys_load(struct signer_keys_entry *e)
 
     signer_keys_drop_pem(e);
     n = signer_keys_read(e->path, buf, sizeof(buf), &id);
+    if (n >= 0)
+        n = signer_keys_parse(buf, (size_t)n, &e->info) < 0 ? -EBADMSG : n;
     if (n >= 0) {
         e->pem = xmalloc((size_t)n + 1);
         memcpy(e->pem, buf, (size_t)n + 1);
@@ -230,7 +268,8 @@ static int signer_keys_load(struct signer_keys_entry *e)
 }
 
 int signer_keys_get(struct signer_keys *k, const char *key_file,
-                    const char **pem_r, size_t *len_r)
+                    const char **pem_r, size_t *len_r,
+                    struct signer_keys_info *info_r)
 {
     char path[PATH_MAX];
     struct signer_keys_entry *e;
@@ -260,7 +299,7 @@ int signer_keys_get(struct signer_keys *k, const char *key_file,
         }
     }
     signer_keys_push(k, e);
-    while (k->count > SIGNER_KEYS_MAX) {
+    while (k->count > SIGNER_KEYS_MAX && k->tail != e) {
         struct signer_keys_entry *old = k->tail;
 
         signer_keys_unlink(k, old);
@@ -268,5 +307,6 @@ int signer_keys_get(struct signer_keys *k, const char *key_file,
     }
     *pem_r = e->pem;
     *len_r = e->len;
+    *info_r = e->info;
     return 0;
 }

@@ -288,14 +288,16 @@ def _check_binary():
 def provisioned(tmp_path_factory):
     """A database with example.org (rsa + ed25519), rsaonly.org (both keys
     active, tenant signs rsa only), rotate.org, nokeys.org (a pending key
-    only) and broken.org (active key whose file is missing)."""
+    only), broken.org (active key whose file is missing) and mismatch.org
+    (an rsa key row whose file holds an Ed25519 key)."""
     _check_binary()
     st = State(tmp_path_factory.mktemp("signer"))
     st.create_db()
     for name, algos in (("example.org", "rsa,ed25519"),
                         ("rsaonly.org", "rsa"), ("rotate.org", "rsa"),
                         ("nokeys.org", "rsa,ed25519"),
-                        ("broken.org", "rsa,ed25519")):
+                        ("broken.org", "rsa,ed25519"),
+                        ("mismatch.org", "rsa,ed25519")):
         st.add_tenant(name, algos)
     st.add_key("example.org", "rsa1", "rsa")
     st.add_key("example.org", "ed1", "ed25519")
@@ -305,6 +307,9 @@ def provisioned(tmp_path_factory):
     st.add_key("rotate.org", "rot1", "rsa")
     st.add_key("nokeys.org", "pend1", "rsa", state="pending")
     st.add_key("broken.org", "gone1", "rsa", write=False)
+    # Labelled rsa in the database, an Ed25519 key on disk.
+    rel = st.add_key("mismatch.org", "mix1", "rsa", write=False)
+    make_key(st.keys / rel, "ed25519")
     return st
 
 
@@ -385,6 +390,7 @@ def test_tenant_rsa_only(signer, show_log):
     ("unknown.example", "no active key for unknown.example"),
     ("nokeys.org", "no active key for nokeys.org"),
     ("broken.org", "key file unreadable"),
+    ("mismatch.org", "key unusable: not an rsa-sha256 key"),
 ])
 def test_tempfail(signer, show_log, domain, reason):
     reply = sign(signer.state, "TF1", domain)
@@ -529,3 +535,48 @@ def test_bad_usage():
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=WAIT)
     assert proc.returncode == 1 and b"/nonexistent/x.conf" in proc.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_drops_privileges():
+    """Started as root with signer_user set: the socket goes to that user
+    and the group of `user`, and the process runs as signer_user."""
+    _check_binary()
+    import pwd
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="sg-priv-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    try:
+        st = State(root)
+        with open(st.conf, "a") as f:
+            f.write("signer_user = nobody\nuser = root\n")
+        st.create_db()
+        st.add_tenant("example.org")
+        st.add_key("example.org", "ed7", "ed25519")
+        for dirpath, dirs, files in os.walk(st.state):
+            for name in dirs + files:
+                os.chown(os.path.join(dirpath, name), nobody.pw_uid,
+                         nobody.pw_gid)
+        os.chown(st.state, nobody.pw_uid, nobody.pw_gid)
+        sg = Signer(st).start()
+        try:
+            status = Path("/proc/%d/status" % sg.proc.pid).read_text()
+            uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
+            gids = re.search(r"^Gid:\s+(.*)$", status, re.M).group(1).split()
+            assert set(uids) == {str(nobody.pw_uid)}, uids
+            assert set(gids) == {str(nobody.pw_gid)}, gids
+            sock = os.stat(st.sock)
+            assert (sock.st_uid, sock.st_gid) == (nobody.pw_uid, 0)
+            reply = sign(st, "PRIV1", "example.org")
+            assert reply is not None and reply[0] == OK, \
+                (reply, sg.log_text())
+            verify_all(st, reply[1] + MESSAGE, 1)
+        finally:
+            rc = sg.stop()
+        assert rc == 0, sg.log_text()
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)

@@ -129,12 +129,11 @@ def test_auth_login_ok(gateway):
     "user,password",
     [
         (ALICE, "wrong-password"),
-        (ALICE, ""),
         ("nobody@example.org", "whatever"),
         ("alice@unknown.test", PASSWORDS[ALICE]),
         ("gina@example.org", PASSWORDS["gina@example.org"]),  # disabled
     ],
-    ids=["bad-password", "empty-password", "unknown-member",
+    ids=["bad-password", "unknown-member",
          "unknown-domain", "disabled-member"],
 )
 def test_auth_refused(gateway, user, password):
@@ -142,6 +141,17 @@ def test_auth_refused(gateway, user, password):
         assert_reply(auth_plain(s, user, password), 535, "5.7.8")
     with session(gateway) as s:
         assert_reply(auth_login(s, user, password), 535, "5.7.8")
+
+
+def test_auth_empty_password_refused(gateway):
+    # RFC 4616 2: the password is 1*SAFE, so an empty one is malformed (501)
+    # or simply wrong (535); either way no login.
+    with session(gateway) as s:
+        code, text = auth_plain(s, ALICE, "")
+        assert (code, text.split(" ")[0]) in ((535, "5.7.8"), (501, "5.5.2")), (
+            code, text)
+        code, text = s.mail(ALICE)
+        assert_reply((code, text.decode()), 530, "5.7.0")
 
 
 def test_auth_authzid_other_than_login_refused(gateway):

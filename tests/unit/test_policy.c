@@ -17,8 +17,7 @@
 #define MAX_TEST_HEADERS 16
 
 /* alice@example.org with two aliases; policies as given. */
-static struct db_member *member_new(enum db_policy sender,
-                                    enum db_policy from)
+static struct db_member *member_new(enum db_policy sender, enum db_policy from)
 {
     struct db_member *m = calloc(1, sizeof(*m));
 
@@ -40,8 +39,8 @@ struct sender_case {
     const char *name;
     enum db_policy policy;
     const char *sender;
-    const char *reply;   /* NULL: accepted */
-    const char *use;     /* accepted: the address to use */
+    const char *reply; /* NULL: accepted */
+    const char *use;   /* accepted: the address to use */
     int rewritten;
 };
 
@@ -64,8 +63,8 @@ static const struct sender_case sender_cases[] = {
      NULL, 0},
     {"not owned rewrite", DB_POLICY_REWRITE, "bob@example.org", NULL,
      "alice@example.org", 1},
-    {"owned under rewrite", DB_POLICY_REWRITE, "alice.smith@example.org",
-     NULL, "alice.smith@example.org", 0},
+    {"owned under rewrite", DB_POLICY_REWRITE, "alice.smith@example.org", NULL,
+     "alice.smith@example.org", 0},
     {"null sender reject", DB_POLICY_REJECT, "",
      "553 5.7.1 Null sender not allowed", NULL, 0},
     {"null sender rewrite", DB_POLICY_REWRITE, "",
@@ -89,13 +88,13 @@ static void test_sender(void **state)
                                 sizeof(reply));
         if (tc->reply != NULL) {
             if (r == NULL || strcmp(r, tc->reply) != 0) {
-                print_error("sender %s: got reply '%s', want '%s'\n",
-                            tc->name, r ? r : "(accepted)", tc->reply);
+                print_error("sender %s: got reply '%s', want '%s'\n", tc->name,
+                            r ? r : "(accepted)", tc->reply);
                 failed++;
             }
         } else if (r != NULL) {
-            print_error("sender %s: got reply '%s', want accepted\n",
-                        tc->name, r);
+            print_error("sender %s: got reply '%s', want accepted\n", tc->name,
+                        r);
             failed++;
         } else if (use == NULL || strcmp(use, tc->use) != 0 ||
                    rewritten != tc->rewritten) {
@@ -116,8 +115,8 @@ static void test_sender(void **state)
 /* Splits the header section of msg into fields as smtp_data does: a line
  * starting with space or tab continues the previous field; the first
  * empty line ends the section. Returns the count. */
-static size_t split_headers(const char *msg, size_t len,
-                            struct smtp_header *h, size_t max)
+static size_t split_headers(const char *msg, size_t len, struct smtp_header *h,
+                            size_t max)
 {
     size_t off = 0, n = 0;
 
@@ -155,7 +154,7 @@ struct from_case {
     size_t hdr_index;      /* accepted: index of the From: field */
 };
 
-#define ONE_FROM                                                              \
+#define ONE_FROM                                                               \
     "550 5.7.1 Message must have exactly one From: header with one address"
 
 static const struct from_case from_cases[] = {
@@ -168,9 +167,8 @@ static const struct from_case from_cases[] = {
     {"alias any case", DB_POLICY_REJECT,
      "FROM: \"Smith, Alice\" <ALICE.SMITH@example.ORG>\r\n\r\nhi\r\n", NULL,
      "ALICE.SMITH@example.ORG", "ALICE.SMITH@example.ORG", "", 0},
-    {"lower-case name", DB_POLICY_REJECT,
-     "from: webmaster@example.net\r\n\r\n", NULL, "webmaster@example.net",
-     "webmaster@example.net", "", 0},
+    {"lower-case name", DB_POLICY_REJECT, "from: webmaster@example.net\r\n\r\n",
+     NULL, "webmaster@example.net", "webmaster@example.net", "", 0},
     {"folded", DB_POLICY_REJECT,
      "To: b@example.net\r\nFrom: Alice\r\n <alice@example.org>\r\n\r\nx\r\n",
      NULL, "alice@example.org", "alice@example.org", "", 1},
@@ -178,17 +176,17 @@ static const struct from_case from_cases[] = {
      "alice@example.org", "alice@example.org", "", 0},
     {"none", DB_POLICY_REJECT, "To: bob@example.net\r\n\r\nFrom: x\r\n",
      ONE_FROM, NULL, NULL, NULL, 0},
-    {"none rewrite", DB_POLICY_REWRITE, "Subject: hi\r\n\r\nbody\r\n",
-     ONE_FROM, NULL, NULL, NULL, 0},
+    {"none rewrite", DB_POLICY_REWRITE, "Subject: hi\r\n\r\nbody\r\n", ONE_FROM,
+     NULL, NULL, NULL, 0},
     {"two headers", DB_POLICY_REJECT,
      "From: alice@example.org\r\nFrom: alice@example.org\r\n\r\n", ONE_FROM,
      NULL, NULL, NULL, 0},
     {"two headers rewrite", DB_POLICY_REWRITE,
-     "From: alice@example.org\r\nfrom: bob@example.org\r\n\r\n", ONE_FROM,
-     NULL, NULL, NULL, 0},
+     "From: alice@example.org\r\nfrom: bob@example.org\r\n\r\n", ONE_FROM, NULL,
+     NULL, NULL, 0},
     {"two mailboxes", DB_POLICY_REJECT,
-     "From: alice@example.org, alice.smith@example.org\r\n\r\n", ONE_FROM,
-     NULL, NULL, NULL, 0},
+     "From: alice@example.org, alice.smith@example.org\r\n\r\n", ONE_FROM, NULL,
+     NULL, NULL, 0},
     {"group", DB_POLICY_REJECT, "From: team: alice@example.org;\r\n\r\n",
      ONE_FROM, NULL, NULL, NULL, 0},
     {"empty", DB_POLICY_REJECT, "From: \r\n\r\n", ONE_FROM, NULL, NULL, NULL,
@@ -201,9 +199,8 @@ static const struct from_case from_cases[] = {
      "<alice@example.org>",
      NULL, NULL, NULL, 0},
     {"not owned rewrite", DB_POLICY_REWRITE,
-     "To: x@example.net\r\nFrom: \"Bob\" <bob@example.org>\r\n\r\nhi\r\n",
-     NULL, "bob@example.org", "alice@example.org",
-     "From: <alice@example.org>", 1},
+     "To: x@example.net\r\nFrom: \"Bob\" <bob@example.org>\r\n\r\nhi\r\n", NULL,
+     "bob@example.org", "alice@example.org", "From: <alice@example.org>", 1},
     {"owned under rewrite", DB_POLICY_REWRITE,
      "From: alice.smith@example.org\r\n\r\n", NULL, "alice.smith@example.org",
      "alice.smith@example.org", "", 0},
@@ -301,8 +298,8 @@ static void test_dkim_domain(void **state)
         out[0] = '\0';
         rc = policy_dkim_domain(tc->addr, out, sizeof(out));
         if (rc != tc->rc || (rc == 0 && strcmp(out, tc->domain) != 0)) {
-            print_error("domain %s: got %d '%s', want %d '%s'\n", tc->name,
-                        rc, out, tc->rc, tc->domain ? tc->domain : "");
+            print_error("domain %s: got %d '%s', want %d '%s'\n", tc->name, rc,
+                        out, tc->rc, tc->domain ? tc->domain : "");
             failed++;
         }
     }
