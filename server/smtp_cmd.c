@@ -125,13 +125,15 @@ static void smtp_cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
     smtp_session_close(s, "221 2.0.0 Bye");
 }
 
+static const char smtp_cmd_reply_size[] =
+    "552 5.3.4 Message size exceeds fixed limit";
+
 /* Checks the MAIL parameters (RFC 5321 4.1.2 esmtp-param, keywords
- * case-insensitive). NULL if acceptable, else the reply; *client_err_r
- * says whether it counts as a client error. */
+ * case-insensitive). NULL if acceptable, else the reply: a client error,
+ * or smtp_cmd_reply_size for a declared size over the limit. */
 static const char *smtp_cmd_mail_params(const struct smtp_session *s,
-                                        const char *p, int *client_err_r)
+                                        const char *p)
 {
-    *client_err_r = 1;
     while (*p != '\0') {
         size_t klen = strcspn(p, "= "), vlen = 0;
         const char *v = NULL;
@@ -151,10 +153,8 @@ static const char *smtp_cmd_mail_params(const struct smtp_session *s,
             digits[vlen] = '\0';
             errno = 0;
             n = strtoull(digits, NULL, 10);
-            if (errno != 0 || n > s->srv->cfg->max_message_size) {
-                *client_err_r = 0;
-                return "552 5.3.4 Message size exceeds fixed limit";
-            }
+            if (errno != 0 || n > s->srv->cfg->max_message_size)
+                return smtp_cmd_reply_size;
         } else if (klen == 4 && strncasecmp(p, "BODY", 4) == 0) {
             /* RFC 6152: 7BIT or 8BITMIME; both are passed as they are. */
             if (v == NULL ||
@@ -175,12 +175,24 @@ static const char *smtp_cmd_mail_params(const struct smtp_session *s,
     return NULL;
 }
 
+/* A refused MAIL: logged with the reason, not counted as a client
+ * error. */
+static void smtp_cmd_mail_reject(struct smtp_session *s, const char *reply,
+                                 const char *reason, const char *addr)
+{
+    char esc[SMTP_CMD_ESC];
+
+    log_warn("%s: reject code=%.3s reason=\"%s\" from=<%s> member=%s", s->id,
+             reply, reason, smtp_cmd_esc(addr, esc), s->member->address);
+    smtp_reply(s, "%s", reply);
+}
+
 static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     char addr[SG_MAX_PATH + 1], esc[SMTP_CMD_ESC], esc2[SMTP_CMD_ESC];
     char reply[POLICY_REPLY_MAX];
     const char *params, *err, *use, *r;
-    int rewritten, client_err;
+    int rewritten;
 
     if (s->txn.qid[0] != '\0') {
         smtp_reply_error(s, "503 5.5.1 Sender already specified");
@@ -190,22 +202,20 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         smtp_reply_error(s, "501 5.1.7 Bad sender address syntax");
         return;
     }
-    r = smtp_cmd_mail_params(s, params, &client_err);
-    if (r == NULL)
-        r = policy_check_sender(s->member, addr, &use, &rewritten, reply,
-                                sizeof(reply));
-    else if (client_err) {
-        smtp_reply_error(s, "%s", r);
+    r = smtp_cmd_mail_params(s, params);
+    if (r == smtp_cmd_reply_size) {
+        smtp_cmd_mail_reject(s, r, "declared size over limit", addr);
         return;
     }
     if (r != NULL) {
-        log_warn("%s: reject code=%.3s reason=\"%s\" from=<%s> member=%s",
-                 s->id, r,
-                 r[2] == '2'       ? "declared size over limit"
-                 : addr[0] == '\0' ? "null sender"
-                                   : "sender not owned",
-                 smtp_cmd_esc(addr, esc), s->member->address);
-        smtp_reply(s, "%s", r);
+        smtp_reply_error(s, "%s", r);
+        return;
+    }
+    r = policy_check_sender(s->member, addr, &use, &rewritten, reply,
+                            sizeof(reply));
+    if (r != NULL) {
+        smtp_cmd_mail_reject(
+            s, r, addr[0] == '\0' ? "null sender" : "sender not owned", addr);
         return;
     }
     queue_id_new(s->txn.qid);

@@ -79,8 +79,8 @@ PENDING_ONLY_DOMAINS = ("nokey.org",)
 QUEUED_RE = re.compile(r"queued as ([0-9A-Z]{12})\b", re.I)
 
 
-class TimeoutError_(AssertionError):
-    pass
+class WaitTimeout(AssertionError):
+    """wait_until's deadline passed."""
 
 
 def wait_until(pred, what, timeout=None, interval=POLL):
@@ -92,9 +92,8 @@ def wait_until(pred, what, timeout=None, interval=POLL):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError_(
-                "timed out after %.0fs waiting for %s" % (timeout or WAIT_TIMEOUT, what)
-            )
+            raise WaitTimeout("timed out after %.0fs waiting for %s"
+                              % (timeout or WAIT_TIMEOUT, what))
         time.sleep(interval)
 
 
@@ -275,7 +274,8 @@ class Sink:
         if self.reply:
             argv += ["--reply", self.reply]
         if self.tls:
-            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+            argv += ["--tls-cert", str(self.tls[0]),
+                     "--tls-key", str(self.tls[1])]
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             argv,
@@ -521,7 +521,7 @@ class Gateway:
         try:
             wait_until(ready, "subgated to answer 220 on port %d and %s to "
                        "exist" % (self.submission_port, self.signer_socket))
-        except TimeoutError_ as e:
+        except WaitTimeout as e:
             raise AssertionError("%s; log:\n%s" % (e, self.log_tail()))
 
     @property
@@ -719,8 +719,10 @@ def make_message(from_hdr="alice@example.org", to="bob@example.net",
         "Message-ID: <%s@client.test>" % tok,
     ]
     lines += list(extra)
-    lines += ["", body if body is not None else
-              "Hello,\r\n\r\nthis is test message %s.\r\n\r\n-- \r\nclient" % tok]
+    if body is None:
+        body = ("Hello,\r\n\r\nthis is test message %s.\r\n\r\n-- \r\n"
+                "client" % tok)
+    lines += ["", body]
     text = "\r\n".join(lines)
     if not text.endswith("\r\n"):
         text += "\r\n"
