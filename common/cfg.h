@@ -35,7 +35,7 @@ struct cfg {
     char *tls_key;            /* PEM key */
     char *relay_host;         /* "[host]:port", "host:port", or "" (MX) */
     enum cfg_relay_tls relay_tls;
-    char *relay_ca_file;      /* "" = system trust store */
+    char *relay_ca_file;     /* "" = system trust store */
     size_t max_message_size; /* octets */
     unsigned max_recipients;
     unsigned max_sessions;       /* concurrent SMTP sessions */
@@ -45,12 +45,12 @@ struct cfg {
     unsigned retry_min_s;        /* first retry after a 4xx */
     unsigned retry_max_s;        /* backoff ceiling */
     unsigned max_queue_lifetime_s;
-    unsigned relay_timeout_ms;   /* each step towards the next hop */
-    char *selector_template;     /* %Y %m %d %n(node) %a(algo) */
-    char *user;                  /* run workers as (when root); "" = no */
-    char *signer_user;           /* run the signer as; "" = user */
-    char *signer_program;        /* "" = subgate-signer beside subgated */
-    int log_syslog;              /* 0 stderr, 1 syslog */
+    unsigned relay_timeout_ms; /* each step towards the next hop */
+    char *selector_template;   /* %Y %m %d %n(node) %a(algo) */
+    char *user;                /* run workers as (when root); "" = no */
+    char *signer_user;         /* run the signer as; "" = user */
+    char *signer_program;      /* "" = subgate-signer beside subgated */
+    int log_syslog;            /* 0 stderr, 1 syslog */
 };
 
 /* Reads path (NULL: SG_DEFAULT_CONFIG). 0 and *cfg_r set, or -1 with a
@@ -66,7 +66,7 @@ void cfg_print(const struct cfg *c, FILE *f);
 void cfg_print_doc(FILE *f);
 
 /* Unit parsers, exposed for tests and the admin tool. 0 ok, -1 bad. */
-int cfg_parse_size(const char *s, size_t *r);       /* 25M, 1024, 64K, 1G */
+int cfg_parse_size(const char *s, size_t *r); /* 25M, 1024, 64K, 1G */
 int cfg_parse_duration_ms(const char *s, unsigned long long *ms_r); /* 30s */
 
 #endif

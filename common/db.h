@@ -48,8 +48,8 @@ void db_member_clear(struct db_member *m);
 /* An active signing key of a domain. */
 struct db_sign_key {
     char selector[64];
-    char algo[16];        /* "rsa" or "ed25519" */
-    char key_file[512];   /* path relative to key_dir */
+    char algo[16];      /* "rsa" or "ed25519" */
+    char key_file[512]; /* path relative to key_dir */
 };
 
 /* Active keys of domain that its tenant's sign_algos allows, rsa first.

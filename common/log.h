@@ -38,11 +38,10 @@ void log_panic(const char *fmt, ...)
 char *log_escape(const char *in, size_t inlen, char *out, size_t outlen);
 
 /* Never compiled out; for invariants only, never for input checks. */
-#define SG_ASSERT(c)                                                          \
-    do {                                                                      \
-        if (!(c))                                                             \
-            log_panic("assertion failed: %s (%s:%d)", #c, __FILE__,          \
-                      __LINE__);                                              \
+#define SG_ASSERT(c)                                                           \
+    do {                                                                       \
+        if (!(c))                                                              \
+            log_panic("assertion failed: %s (%s:%d)", #c, __FILE__, __LINE__); \
     } while (0)
 
 #endif

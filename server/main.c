@@ -52,10 +52,10 @@ static const char *const worker_names[WORKER_COUNT] = {"signer", "smtpd",
                                                        "qmgr"};
 
 struct main_worker {
-    pid_t pid;              /* 0: not running */
-    time_t started;         /* when the current instance started */
-    unsigned delay_ms;      /* next restart delay */
-    struct timespec due;    /* restart time while pid == 0 */
+    pid_t pid;           /* 0: not running */
+    time_t started;      /* when the current instance started */
+    unsigned delay_ms;   /* next restart delay */
+    struct timespec due; /* restart time while pid == 0 */
 };
 
 struct main_state {
@@ -68,17 +68,18 @@ struct main_state {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: subgated [-n] [-c CONFIG]\n"
-                    "  -c CONFIG  configuration file (default %s)\n"
-                    "  -n         check the configuration, print the "
-                    "effective settings and exit\n",
+    fprintf(stderr,
+            "usage: subgated [-n] [-c CONFIG]\n"
+            "  -c CONFIG  configuration file (default %s)\n"
+            "  -n         check the configuration, print the "
+            "effective settings and exit\n",
             SG_DEFAULT_CONFIG);
     exit(2);
 }
 
 /* Splits "host:port" or "[v6]:port" into host and port. 0 or -1. */
-static int split_hostport(const char *s, char *host, size_t hostlen,
-                          char *port, size_t portlen)
+static int split_hostport(const char *s, char *host, size_t hostlen, char *port,
+                          size_t portlen)
 {
     const char *colon;
     size_t n;
@@ -125,8 +126,7 @@ static int bind_one(const char *spec, int *fd_r)
     err = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
     if (err != 0)
         return err == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                0);
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         err = -errno;
         freeaddrinfo(res);
@@ -149,8 +149,8 @@ static int bind_one(const char *spec, int *fd_r)
 
 /* Binds every address of a listen list. An IPv6 wildcard on a host
  * without IPv6 is skipped with a warning; anything else is fatal. */
-static void bind_list(struct main_state *st, const char *list,
-                      int implicit_tls, const char *key)
+static void bind_list(struct main_state *st, const char *list, int implicit_tls,
+                      const char *key)
 {
     char *copy = xstrdup(list), *save = NULL, *tok;
 
@@ -223,8 +223,8 @@ static void drop_privileges(const char *user)
     pw = getpwnam(user);
     if (pw == NULL)
         log_fatal("unknown user %s", user);
-    if (initgroups(pw->pw_name, pw->pw_gid) != 0 ||
-        setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0)
         log_fatal_errno(errno, "cannot switch to user %s", user);
 }
 
@@ -278,8 +278,7 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind)
         close_listeners(st);
         drop_privileges(cfg->signer_user[0] != '\0' ? cfg->signer_user
                                                     : cfg->user);
-        execl(st->signer_path, "subgate-signer", "-c", cfg->path,
-              (char *)NULL);
+        execl(st->signer_path, "subgate-signer", "-c", cfg->path, (char *)NULL);
         log_error_errno(errno, "cannot run %s", st->signer_path);
         _exit(1);
     case WORKER_SMTPD:
@@ -364,8 +363,7 @@ static void reap(struct main_state *st, pid_t pid, int status)
                   worker_names[k], (long)pid, WTERMSIG(status), w->delay_ms);
     else
         log_error("%s worker pid=%ld exited with status %d; restart in %u ms",
-                  worker_names[k], (long)pid, WEXITSTATUS(status),
-                  w->delay_ms);
+                  worker_names[k], (long)pid, WEXITSTATUS(status), w->delay_ms);
     clock_gettime(CLOCK_MONOTONIC, &w->due);
     w->due.tv_sec += w->delay_ms / 1000;
     w->due.tv_nsec += (long)(w->delay_ms % 1000) * 1000000L;

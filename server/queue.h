@@ -22,14 +22,14 @@
 
 struct queue_env {
     char id[QUEUE_ID_LEN + 1];
-    long long time;         /* arrival */
-    char session[32];       /* the SMTP session id, for logs */
+    long long time;   /* arrival */
+    char session[32]; /* the SMTP session id, for logs */
     char member[SG_MAX_PATH + 1];
     char sender[SG_MAX_PATH + 1]; /* "" = null sender */
     unsigned attempts;
-    long long next;         /* earliest next attempt; 0 = now */
+    long long next; /* earliest next attempt; 0 = now */
     size_t nrcpt;
-    char **rcpt;            /* owned by whoever filled it */
+    char **rcpt; /* owned by whoever filled it */
 };
 
 /* A new queue id into id (QUEUE_ID_LEN + 1 octets). Any thread. */

@@ -13,11 +13,11 @@
 
 enum smtp_data_err {
     SMTP_DATA_OK = 0,
-    SMTP_DATA_TOO_BIG,        /* 552 5.3.4 */
-    SMTP_DATA_LINE_TOO_LONG,  /* 552 5.3.4 (998 octets, RFC 5322 2.1.1) */
+    SMTP_DATA_TOO_BIG,       /* 552 5.3.4 */
+    SMTP_DATA_LINE_TOO_LONG, /* 552 5.3.4 (998 octets, RFC 5322 2.1.1) */
     SMTP_DATA_TOO_MANY_HEADERS,
     SMTP_DATA_HEADER_TOO_BIG,
-    SMTP_DATA_BAD_HEADER,     /* 554 5.6.0: field without colon, NUL... */
+    SMTP_DATA_BAD_HEADER, /* 554 5.6.0: bad field name, NUL */
 };
 
 struct smtp_header {
@@ -38,7 +38,8 @@ int smtp_data_feed(struct smtp_data *d, const char *buf, size_t len,
                    size_t *used_r);
 /* After 1 from _feed: SMTP_DATA_OK or the first bound that was hit. */
 enum smtp_data_err smtp_data_error(const struct smtp_data *d);
-/* The reply for an error ("552 5.3.4 Message too big for system"). */
+/* The reply for an error ("552 5.3.4 Message size exceeds fixed limit"),
+ * or NULL for SMTP_DATA_OK. */
 const char *smtp_data_error_reply(enum smtp_data_err e);
 /* The message as stored (CRLF lines, unstuffed). */
 const char *smtp_data_message(const struct smtp_data *d, size_t *len_r);

@@ -1,7 +1,9 @@
 /* smtp_parse: incremental SMTP command reader (RFC 5321 4.1, 2.3.8).
- * Input may arrive split anywhere; memory never exceeds the max_line given
- * to _new(), which the session may lower (before AUTH) or raise (AUTH
- * continuation lines) with _set_max(). Loop thread only. */
+ * Input may arrive split anywhere. The line buffer is allocated once, at
+ * SG_MAX_AUTH_LINE (the longest line the session ever accepts), and never
+ * grows; the bound in force is the max_line given to _new(), which the
+ * session lowers (before AUTH) or raises (AUTH responses) with _set_max().
+ * Loop thread only. */
 #ifndef SG_SMTP_PARSE_H
 #define SG_SMTP_PARSE_H
 
