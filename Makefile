@@ -38,6 +38,7 @@ LIBSIGNER := $(B)/lib/libsigner.a
 BINS := $(B)/bin/subgated $(B)/bin/subgate-signer $(B)/bin/subgate
 UNITS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 
+.SECONDARY:
 .PHONY: all check unit integration run lint format clean install-deps
 all: $(BINS)
 

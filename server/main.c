@@ -275,9 +275,10 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind)
     unblock_signals();
     switch (kind) {
     case WORKER_SIGNER:
+        /* The signer starts as root when we are root: it creates its
+         * socket, hands it to the workers' group, then becomes
+         * signer_user (signer_main.c). */
         close_listeners(st);
-        drop_privileges(cfg->signer_user[0] != '\0' ? cfg->signer_user
-                                                    : cfg->user);
         execl(st->signer_path, "subgate-signer", "-c", cfg->path, (char *)NULL);
         log_error_errno(errno, "cannot run %s", st->signer_path);
         _exit(1);
