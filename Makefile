@@ -10,13 +10,15 @@ CC ?= cc
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wformat=2 -Wvla -Wpointer-arith -Wcast-qual \
 	-Wwrite-strings -Wimplicit-fallthrough
+# B= puts a build somewhere else (B=/tmp/mybuild), so that parallel work
+# in one tree does not share objects.
 ifeq ($(SANITIZE),1)
-B := build-san
+B ?= build-san
 OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
 LDSAN := -fsanitize=address,undefined
 else
-B := build
+B ?= build
 OPT := -O2 -g -D_FORTIFY_SOURCE=2
 LDSAN :=
 endif
