@@ -132,11 +132,26 @@ int admin_mkdir(const char *path, unsigned mode);
 /* Command groups, one file each. */
 int cmd_init(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_status(struct admin_ctx *ctx, int argc, char **argv);
+/* cmd_queue.c: `queue list|show|flush|delete|hold|release`. */
+int cmd_queue(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_tenant(struct admin_ctx *ctx, int argc, char **argv);
+/* cmd_tenant_ldap.c: `tenant ldap`, and the "auth:" lines of `tenant show`
+ * for tenant_id (ADMIN_OK or ADMIN_FAIL, printed). */
+int cmd_tenant_ldap(struct admin_ctx *ctx, int argc, char **argv);
+int tenant_ldap_show(struct admin_ctx *ctx, long long tenant_id);
 int cmd_domain(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_member(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_member_alias(struct admin_ctx *ctx, int argc, char **argv);
+/* Stronger authentication: cmd_token.c and cmd_cert.c. */
+int cmd_member_token(struct admin_ctx *ctx, int argc, char **argv);
+int cmd_member_cert(struct admin_ctx *ctx, int argc, char **argv);
+int cmd_tenant_require_tokens(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_key(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_dns(struct admin_ctx *ctx, int argc, char **argv);
+/* Password reset: cmd_reset.c and mailgate.c. */
+int cmd_member_pgpkey(struct admin_ctx *ctx, int argc, char **argv);
+int cmd_member_reset(struct admin_ctx *ctx, int argc, char **argv);
+int cmd_tenant_reset(struct admin_ctx *ctx, int argc, char **argv);
+int cmd_mailgate(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 #include "../common/limits.h"
 #include "../common/passwd.h"
 #include "admin.h"
+#include "member_scram.h"
 
 /* Room for a crypt(3) string (libxcrypt's CRYPT_OUTPUT_SIZE is 384). */
 #define MEMBER_HASH_MAX 512
@@ -17,11 +18,13 @@
 /* The password options of add and passwd. */
 enum { MEMBER_OPT_STDIN, MEMBER_OPT_RANDOM };
 
-/* Obtains the new password as the options say and hashes it into hash.
- * For --random the password stays in pw to be printed after the change is
- * committed. Returns ADMIN_OK, ADMIN_FAIL or ADMIN_USAGE (printed). */
-static int member_secret(const struct admin_opt *opts, char *pw, size_t pwlen,
-                         char *hash, size_t hashlen)
+/* Obtains the new password as the options say and hashes it into hash,
+ * and derives its SCRAM keys (scram_iterations) into k. For --random the
+ * password stays in pw to be printed after the change is committed.
+ * Returns ADMIN_OK, ADMIN_FAIL or ADMIN_USAGE (printed). */
+static int member_secret(struct admin_ctx *ctx, const struct admin_opt *opts,
+                         char *pw, size_t pwlen, char *hash, size_t hashlen,
+                         struct scram_keys *k)
 {
     int ret;
 
@@ -38,6 +41,8 @@ static int member_secret(const struct admin_opt *opts, char *pw, size_t pwlen,
         return ret;
     if (passwd_hash(pw, hash, hashlen) != 0)
         return admin_fail("hashing the password failed");
+    if (scram_keys_new(pw, ctx->cfg->scram_iterations, k) != 0)
+        return admin_fail("deriving the SCRAM keys failed");
     if (opts[MEMBER_OPT_STDIN].set)
         explicit_bzero(pw, pwlen);
     return ADMIN_OK;
@@ -45,7 +50,8 @@ static int member_secret(const struct admin_opt *opts, char *pw, size_t pwlen,
 
 /* Inserts the member row (in a transaction). */
 static int member_insert(struct admin_ctx *ctx, const char *addr,
-                         const char *domain, const char *hash)
+                         const char *domain, const char *hash,
+                         const struct scram_keys *k)
 {
     sqlite3_stmt *st;
     long long tid, now = (long long)time(NULL);
@@ -73,7 +79,9 @@ static int member_insert(struct admin_ctx *ctx, const char *addr,
         sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, now);
     }
-    return admin_step_done(ctx, st, "adding member");
+    if (admin_step_done(ctx, st, "adding member") != ADMIN_OK)
+        return ADMIN_FAIL;
+    return hash[0] != '\0' ? member_scram_store(ctx, addr, k, hash) : ADMIN_OK;
 }
 
 static int member_add(struct admin_ctx *ctx, int argc, char **argv)
@@ -84,6 +92,7 @@ static int member_add(struct admin_ctx *ctx, int argc, char **argv)
     };
     char addr[SG_MAX_PATH + 1], pw[ADMIN_PASSWORD_BUF];
     char hash[MEMBER_HASH_MAX] = "";
+    struct scram_keys keys = {0};
     const char *pos[1] = {0}, *domain;
     size_t npos;
     int ret;
@@ -96,12 +105,12 @@ static int member_add(struct admin_ctx *ctx, int argc, char **argv)
         return admin_fail("invalid address %s", pos[0]);
     if (opts[0].set || opts[1].set) {
         /* Before the transaction: no lock is held while stdin is read. */
-        ret = member_secret(opts, pw, sizeof pw, hash, sizeof hash);
+        ret = member_secret(ctx, opts, pw, sizeof pw, hash, sizeof hash, &keys);
         if (ret != ADMIN_OK)
             return ret;
     }
     if (admin_begin(ctx) != ADMIN_OK ||
-        member_insert(ctx, addr, domain, hash) != ADMIN_OK) {
+        member_insert(ctx, addr, domain, hash, &keys) != ADMIN_OK) {
         admin_rollback(ctx);
         ret = ADMIN_FAIL;
     } else {
@@ -111,6 +120,7 @@ static int member_add(struct admin_ctx *ctx, int argc, char **argv)
         printf("%s\n", pw);
     explicit_bzero(pw, sizeof pw);
     explicit_bzero(hash, sizeof hash);
+    explicit_bzero(&keys, sizeof keys);
     return ret;
 }
 
@@ -123,6 +133,7 @@ static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
         [MEMBER_OPT_RANDOM] = {.name = "random"},
     };
     char pw[ADMIN_PASSWORD_BUF], hash[MEMBER_HASH_MAX];
+    struct scram_keys keys;
     const char *pos[1] = {0};
     sqlite3_stmt *st;
     size_t npos;
@@ -132,11 +143,12 @@ static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
         return ADMIN_USAGE;
     if (!opts[0].set && !opts[1].set)
         return admin_usage(usage);
-    ret = member_secret(opts, pw, sizeof pw, hash, sizeof hash);
+    ret = member_secret(ctx, opts, pw, sizeof pw, hash, sizeof hash, &keys);
     if (ret != ADMIN_OK)
         return ret;
     ret = ADMIN_FAIL;
-    if (admin_prepare(ctx,
+    if (admin_begin(ctx) == ADMIN_OK &&
+        admin_prepare(ctx,
                       "UPDATE member SET password_hash = ?2,"
                       " password_changed = ?3 WHERE address = ?1",
                       &st) == 0) {
@@ -146,11 +158,18 @@ static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
         ret = admin_step_done(ctx, st, "setting password");
         if (ret == ADMIN_OK && sqlite3_changes(ctx->db) == 0)
             ret = admin_fail("no member %s", pos[0]);
+        if (ret == ADMIN_OK)
+            ret = member_scram_store(ctx, pos[0], &keys, hash);
+        if (ret == ADMIN_OK)
+            ret = admin_commit(ctx);
     }
+    if (ret != ADMIN_OK)
+        admin_rollback(ctx);
     if (ret == ADMIN_OK && opts[MEMBER_OPT_RANDOM].set)
         printf("%s\n", pw);
     explicit_bzero(pw, sizeof pw);
     explicit_bzero(hash, sizeof hash);
+    explicit_bzero(&keys, sizeof keys);
     return ret;
 }
 
@@ -306,10 +325,12 @@ static int member_enable(struct admin_ctx *ctx, int argc, char **argv)
 int cmd_member(struct admin_ctx *ctx, int argc, char **argv)
 {
     static const struct admin_cmd cmds[] = {
-        {"add", member_add},       {"passwd", member_passwd},
-        {"list", member_list},     {"show", member_show},
-        {"del", member_del},       {"disable", member_disable},
-        {"enable", member_enable}, {"alias", cmd_member_alias},
+        {"add", member_add},           {"passwd", member_passwd},
+        {"list", member_list},         {"show", member_show},
+        {"del", member_del},           {"disable", member_disable},
+        {"enable", member_enable},     {"alias", cmd_member_alias},
+        {"pgpkey", cmd_member_pgpkey}, {"reset", cmd_member_reset},
+        {"token", cmd_member_token},   {"cert", cmd_member_cert},
     };
 
     return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "member",

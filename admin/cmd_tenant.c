@@ -227,7 +227,7 @@ static int tenant_show(struct admin_ctx *ctx, int argc, char **argv)
     printf("members: %lld\ncreated: %s\n", sqlite3_column_int64(st, 6),
            admin_iso_time(sqlite3_column_int64(st, 5), when, sizeof when));
     sqlite3_finalize(st);
-    return ADMIN_OK;
+    return tenant_ldap_show(ctx, id);
 }
 
 static int tenant_del(struct admin_ctx *ctx, int argc, char **argv)
@@ -283,6 +283,9 @@ int cmd_tenant(struct admin_ctx *ctx, int argc, char **argv)
         {"list", tenant_list},
         {"show", tenant_show},
         {"del", tenant_del},
+        {"ldap", cmd_tenant_ldap},
+        {"reset", cmd_tenant_reset},
+        {"require-tokens", cmd_tenant_require_tokens},
     };
 
     return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "tenant",

@@ -15,6 +15,9 @@
 
 /* Commands that do not open the database (init creates it). */
 #define MAIN_NO_DB 1
+/* Run by an MTA: a failure to start is temporary (EX_TEMPFAIL, 75), so
+ * that the message is kept and retried rather than bounced. */
+#define MAIN_TEMPFAIL 2
 
 struct main_cmd {
     const char *name;
@@ -30,6 +33,8 @@ static const struct main_cmd main_cmds[] = {
     {"key", cmd_key, 0},
     {"dns", cmd_dns, 0},
     {"status", cmd_status, 0},
+    {"queue", cmd_queue, MAIN_NO_DB},
+    {"mailgate", cmd_mailgate, MAIN_NO_DB | MAIN_TEMPFAIL},
 };
 
 static const char main_help[] =
@@ -39,16 +44,41 @@ static const char main_help[] =
     "  tenant add DOMAIN [--sender-policy reject|rewrite]\n"
     "             [--from-policy reject|rewrite] [--sign rsa|rsa,ed25519]\n"
     "  tenant list | show DOMAIN | del DOMAIN [--force]\n"
+    "  tenant ldap DOMAIN --uri URI[,URI...] (--dn-template T |\n"
+    "              --search-base B --search-filter F) [--bind-dn D\n"
+    "              --bind-password-file FILE] [--submit-filter F]\n"
+    "              [--address-attrs A[,A...]] [--uid-domain]\n"
+    "              [--fingerprint-attr A] [--mail-password-attr A]\n"
+    "              [--login-form uid|address] [--starttls yes|no]\n"
+    "              [--ca-file FILE] [--timeout DURATION]\n"
+    "  tenant ldap DOMAIN --off\n"
     "  domain add|del TENANT DOMAIN\n"
     "  member add ADDRESS [--password-stdin|--random]\n"
     "  member passwd ADDRESS --password-stdin|--random\n"
     "  member list [TENANT] | show|del|disable|enable ADDRESS\n"
     "  member alias add|del ADDRESS ALIAS\n"
+    "  member pgpkey ADDRESS [--remove] < key.asc\n"
+    "  member token add ADDRESS --label LABEL | list ADDRESS |\n"
+    "    del ADDRESS LABEL\n"
+    "  member cert add ADDRESS < cert.pem | list ADDRESS | del ADDRESS SHA256\n"
+    "  member reset ADDRESS [--print]\n"
     "  key generate DOMAIN [--algo rsa|ed25519] [--bits N] [--selector S]\n"
     "  key list DOMAIN\n"
-    "  key activate DOMAIN [SELECTOR] [--force]\n"
-    "  dns records DOMAIN\n"
+    "  key activate|retire|revoke DOMAIN [SELECTOR] [--force]\n"
+    "  key delete DOMAIN SELECTOR\n"
+    "  key rotate DOMAIN [--force] | key rotate --due\n"
+    "  dns records|check|show|del DOMAIN\n"
+    "  dns publish DOMAIN [--dry-run] [--all]\n"
+    "  dns set DOMAIN --server HOST[:PORT] --tsig-name NAME\n"
+    "          --tsig-secret-file PATH [--tsig-alg ALG] [--zone ZONE]\n"
+    "          [--delegate ZONE] [--check ns|HOST[:PORT],...] [--slots N]\n"
+    "  tenant reset DOMAIN [--address ADDR] [--accept-in-gateway yes|no]\n"
+    "               [--off]\n"
+    "  tenant require-tokens DOMAIN yes|no\n"
+    "  mailgate [-f SENDER] [--recipient ADDR] < message\n"
     "  status\n"
+    "  queue list | show ID | flush [ID] | delete ID|--all\n"
+    "  queue hold ID | release ID\n"
     "\n"
     "CONFIG defaults to " SG_DEFAULT_CONFIG ". Passwords are read from\n"
     "standard input only. See docs/admin.md.\n";
@@ -60,8 +90,10 @@ static int main_run(const struct main_cmd *cmd, const char *cfg_path, int argc,
     char err[1024];
     int ret;
 
-    if (cfg_load(cfg_path, &ctx.cfg, err, sizeof err) != 0)
-        return admin_fail("%s", err);
+    if (cfg_load(cfg_path, &ctx.cfg, err, sizeof err) != 0) {
+        admin_fail("%s", err);
+        return cmd->flags & MAIN_TEMPFAIL ? 75 : ADMIN_FAIL;
+    }
     if (!(cmd->flags & MAIN_NO_DB) &&
         db_open(ctx.cfg->database, 0, &ctx.db, err, sizeof err) != 0) {
         cfg_free(&ctx.cfg);

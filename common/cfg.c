@@ -126,6 +126,10 @@ static const struct cfg_key cfg_keys[] = {
      NULL, NULL, "Private DKIM keys. Only the signer reads this directory."},
     {"run_dir", CFG_T_PATH, CFG_OFF(run_dir), "run", 1, 0, CFG_F_UNDER_STATE,
      NULL, NULL, "Sockets between subgate's processes and the pid file."},
+    {"pgp_dir", CFG_T_PATH, CFG_OFF(pgp_dir), "pgp", 1, 0, CFG_F_UNDER_STATE,
+     NULL, NULL,
+     "OpenPGP keyrings of the members' public keys, one directory per "
+     "tenant (pgp_dir/TENANT), for password reset by signed mail."},
     {"submission_listen", CFG_T_LISTEN, CFG_OFF(submission_listen),
      "0.0.0.0:587 [::]:587", 0, 0, 0, NULL, NULL,
      "Addresses for message submission with STARTTLS (RFC 6409), "
@@ -135,6 +139,14 @@ static const struct cfg_key cfg_keys[] = {
      "0.0.0.0:465 [::]:465", 0, 0, 0, NULL, NULL,
      "Addresses for submission over implicit TLS (RFC 8314), in "
      "the same form. Empty: no such listener."},
+    {"metrics_listen", CFG_T_LISTEN, CFG_OFF(metrics_listen), "", 0, 0, 0, NULL,
+     NULL,
+     "Addresses where the SMTP worker serves its counters in the "
+     "Prometheus text format (GET /metrics, plain HTTP), in the same "
+     "form, for example 127.0.0.1:9587. The worker binds them after it "
+     "has switched to user, so ports below 1024 do not work there. Keep "
+     "them local or firewalled: the page has no access control. Empty: "
+     "no endpoint."},
     {"tls_cert", CFG_T_PATH, CFG_OFF(tls_cert), "", 0, 0, 0, NULL, NULL,
      "Server certificate chain (PEM). subgated does not start "
      "without it."},
@@ -150,13 +162,31 @@ static const struct cfg_key cfg_keys[] = {
     {"relay_tls", CFG_T_ENUM, CFG_OFF(relay_tls), "may", 0, 0, 0, NULL,
      cfg_relay_tls_names,
      "TLS towards the next hop. none: never; may: STARTTLS when "
-     "offered, certificate not checked; encrypt: STARTTLS "
-     "required; verify: STARTTLS required and the certificate must "
-     "verify and match the host name."},
+     "offered, certificate not checked, plaintext when the handshake "
+     "fails; encrypt: STARTTLS required; verify: STARTTLS required and "
+     "the certificate must verify and match the host name."},
     {"relay_ca_file", CFG_T_PATH, CFG_OFF(relay_ca_file), "", 0, 0, 0, NULL,
      NULL,
      "CA certificates (PEM) for relay_tls = verify. Empty: the "
      "system trust store."},
+    {"relay_port", CFG_T_UINT, CFG_OFF(relay_port), "25", 1, 65535, 0, NULL,
+     NULL,
+     "Port of the MX hosts when relay_host is empty. Only tests and "
+     "special set-ups change it."},
+    {"relay_concurrency", CFG_T_UINT, CFG_OFF(relay_concurrency), "5", 1, 100,
+     0, NULL, NULL,
+     "Connections open at once to one destination: one recipient domain "
+     "in MX delivery, or relay_host. Idle connections kept for reuse "
+     "count too."},
+    {"relay_auth_user", CFG_T_STRING, CFG_OFF(relay_auth_user), "", 0,
+     SG_MAX_PATH, 0, NULL, NULL,
+     "User name for SMTP AUTH (PLAIN, else LOGIN) to relay_host. Sent "
+     "only inside TLS, so relay_tls must not be none. Empty: no AUTH."},
+    {"relay_auth_password_file", CFG_T_PATH, CFG_OFF(relay_auth_password_file),
+     "", 0, 0, 0, NULL, NULL,
+     "File whose first line is the password for relay_auth_user (mode "
+     "0600 or 0640, readable by user). Read when the queue runner "
+     "starts."},
     {"max_message_size", CFG_T_SIZE, CFG_OFF(max_message_size), "25M",
      SG_MIN_MESSAGE_SIZE, SG_MAX_MESSAGE_SIZE, 0, NULL, NULL,
      "Largest message accepted, announced with the SIZE extension "
@@ -171,10 +201,103 @@ static const struct cfg_key cfg_keys[] = {
      30 * CFG_SEC, 0, NULL, NULL,
      "Wait before answering a failed AUTH, to slow down password "
      "guessing."},
+    {"auth_cache_ttl", CFG_T_DURATION_MS, CFG_OFF(auth_cache_ttl_ms), "5m", 0,
+     CFG_DAY, 0, NULL, NULL,
+     "How long an accepted login is remembered, so that the next one "
+     "with the same password costs neither a password hash nor a "
+     "directory query. A password changed with subgate member passwd "
+     "takes effect at once; for a tenant whose members are in LDAP, a "
+     "change in the directory takes effect within this time. 0: not "
+     "remembered."},
+    {"auth_cache_negative_ttl", CFG_T_DURATION_MS,
+     CFG_OFF(auth_cache_negative_ttl_ms), "30s", 0, CFG_HOUR, 0, NULL, NULL,
+     "How long a refused login (the same login and password) is "
+     "remembered. 0: not remembered."},
+    {"auth_cache_size", CFG_T_UINT, CFG_OFF(auth_cache_size), "10000", 0,
+     1000000, 0, NULL, NULL,
+     "Logins remembered at most, the least recently used forgotten "
+     "first. Only a keyed hash of login and password is kept, never the "
+     "password. 0: no cache."},
+    {"scram_iterations", CFG_T_UINT, CFG_OFF(scram_iterations), "8192", 4096,
+     1000000, 0, NULL, NULL,
+     "PBKDF2 iterations of the SCRAM-SHA-256 keys that subgate member add "
+     "and passwd store with a new password. Keys already stored keep "
+     "theirs."},
+    {"ldap_timeout", CFG_T_DURATION_MS, CFG_OFF(ldap_timeout_ms), "5s", 100,
+     5 * CFG_MIN, 0, NULL, NULL,
+     "Longest wait for each step towards an LDAP directory: connecting, "
+     "TLS, each bind and search. A tenant may set its own (subgate "
+     "tenant ldap --timeout). A directory that does not answer in time "
+     "gives the client a temporary failure (454 4.7.0)."},
+    {"ldap_pool_size", CFG_T_UINT, CFG_OFF(ldap_pool_size), "4", 1, 64, 0, NULL,
+     NULL,
+     "Connections to LDAP directories kept open and reused; also the "
+     "most directory checks that run at once, others wait their turn."},
     {"smtp_timeout", CFG_T_DURATION_MS, CFG_OFF(smtp_timeout_ms), "300s",
      10 * CFG_SEC, CFG_HOUR, 0, NULL, NULL,
-     "A client session that sends nothing for this long is "
-     "closed."},
+     "After AUTH, a client that does not complete a command line for "
+     "this long after the previous one is closed (421 4.4.2)."},
+    {"command_timeout", CFG_T_DURATION_MS, CFG_OFF(command_timeout_ms), "1m",
+     CFG_SEC, CFG_HOUR, 0, NULL, NULL,
+     "Before AUTH has succeeded, a client must complete a command line "
+     "(the TLS handshake included) within this time after the previous "
+     "one, or the session is closed; octets that dribble in do not extend "
+     "it. After AUTH, smtp_timeout applies to each command line."},
+    {"data_timeout", CFG_T_DURATION_MS, CFG_OFF(data_timeout_ms), "2m", CFG_SEC,
+     CFG_HOUR, 0, NULL, NULL,
+     "During DATA, a client that sends nothing for this long is closed "
+     "with 421 4.4.2."},
+    {"min_data_rate", CFG_T_SIZE, CFG_OFF(min_data_rate), "512", 0,
+     100ULL * 1024 * 1024, 0, NULL, NULL,
+     "Octets per second that a client must average during DATA, counted "
+     "from the 354 reply once 10 seconds have passed; slower clients are "
+     "closed with 421 4.4.2. 0: no minimum."},
+    {"max_conn_per_ip", CFG_T_UINT, CFG_OFF(max_conn_per_ip), "20", 0, 100000,
+     0, NULL, NULL,
+     "Concurrent connections from one client address (IPv6: one /64). "
+     "Over it a connection is answered 421 4.7.0 and closed. 0: no "
+     "limit."},
+    {"conn_rate_per_ip", CFG_T_UINT, CFG_OFF(conn_rate_per_ip), "300", 0,
+     100000, 0, NULL, NULL,
+     "New connections per minute from one client address (IPv6: one "
+     "/64), as a bucket that refills over the minute. Over it a "
+     "connection is answered 421 4.7.0 and closed. 0: no limit."},
+    {"auth_fail_limit_ip", CFG_T_UINT, CFG_OFF(auth_fail_limit_ip), "20", 0,
+     100000, 0, NULL, NULL,
+     "Failed AUTH from one client address, whatever the login, after "
+     "which that address is blocked for auth_block_time: new connections "
+     "get 421 4.7.0. 0: never block an address."},
+    {"auth_fail_limit_account", CFG_T_UINT, CFG_OFF(auth_fail_limit_account),
+     "5", 0, 100000, 0, NULL, NULL,
+     "Failed AUTH for one login from one client address, after which "
+     "that login is refused from that address (454 4.7.0, the password "
+     "is not checked) for auth_block_time. The member can still log in "
+     "from other addresses. 0: never block a login."},
+    {"auth_block_time", CFG_T_DURATION_MS, CFG_OFF(auth_block_time_ms), "15m",
+     CFG_SEC, CFG_DAY, 0, NULL, NULL,
+     "How long a block lasts, and how long a failed AUTH counts towards "
+     "the limits and the growing delay (auth_fail_delay doubles with each "
+     "failure from the address, up to 30s)."},
+    {"member_msg_per_hour", CFG_T_UINT, CFG_OFF(member_msg_per_hour), "500", 0,
+     10000000, 0, NULL, NULL,
+     "Messages one member may send per hour (a bucket that refills over "
+     "the hour). Over it MAIL and the end of DATA are answered 451 4.7.1. "
+     "0: no limit."},
+    {"member_rcpt_per_day", CFG_T_UINT, CFG_OFF(member_rcpt_per_day), "2000", 0,
+     100000000, 0, NULL, NULL,
+     "Recipients one member may send to per day, counted per message. "
+     "Over it RCPT and the end of DATA are answered 451 4.7.1. 0: no "
+     "limit."},
+    {"tenant_msg_per_hour", CFG_T_UINT, CFG_OFF(tenant_msg_per_hour), "10000",
+     0, 100000000, 0, NULL, NULL,
+     "Messages all members of one tenant together may send per hour. "
+     "Over it MAIL and the end of DATA are answered 451 4.7.1. 0: no "
+     "limit."},
+    {"remove_foreign_sender", CFG_T_BOOL, CFG_OFF(remove_foreign_sender), "no",
+     0, 0, 0, NULL, NULL,
+     "Sender:, Resent-From: and Resent-Sender: fields must name one "
+     "address of the member. no: a message with another one is refused "
+     "(550 5.7.1); yes: such fields are removed before signing."},
     {"signer_timeout", CFG_T_DURATION_MS, CFG_OFF(signer_timeout_ms), "10s",
      CFG_SEC, 5 * CFG_MIN, 0, NULL, NULL,
      "Longest wait for the signer to sign one message; after it "
@@ -191,6 +314,10 @@ static const struct cfg_key cfg_keys[] = {
      "5d", CFG_MIN, 30 * CFG_DAY, 0, NULL, NULL,
      "How long a message is retried before it is returned to its "
      "sender as undeliverable. Whole seconds."},
+    {"delay_warning", CFG_T_DURATION_S, CFG_OFF(delay_warning_s), "0s", 0,
+     30 * CFG_DAY, 0, NULL, NULL,
+     "Once a message has waited this long for some recipient, its sender "
+     "gets one delay notice (a DSN with Action: delayed). 0s: never."},
     {"relay_timeout", CFG_T_DURATION_MS, CFG_OFF(relay_timeout_ms), "300s",
      CFG_SEC, CFG_HOUR, 0, NULL, NULL,
      "Timeout for each step towards the next hop: connecting, the "
@@ -200,6 +327,44 @@ static const struct cfg_key cfg_keys[] = {
      "Name of new DKIM selectors. %Y, %m and %d are the year, month "
      "and day the key is generated, %a its algorithm and %n "
      "node_name; other characters must be letters, digits or '-'."},
+    {"rotate_after", CFG_T_DURATION_S, CFG_OFF(rotate_after_s), "30d", CFG_SEC,
+     3650 * CFG_DAY, 0, NULL, NULL,
+     "`subgate key rotate --due` starts a new key once the active one "
+     "has signed for this long. Whole seconds."},
+    {"publish_lead", CFG_T_DURATION_S, CFG_OFF(publish_lead_s), "1d", CFG_SEC,
+     365 * CFG_DAY, 0, NULL, NULL,
+     "How long a new key's record is served before the key signs, so "
+     "that caches and secondary servers have it; must not be less "
+     "than dkim_ttl. Whole seconds."},
+    {"retire_for", CFG_T_DURATION_S, CFG_OFF(retire_for_s), "7d", 0,
+     365 * CFG_DAY, 0, NULL, NULL,
+     "How long a retired key stays published, so that mail it signed "
+     "and that is still on its way verifies. Then it is revoked. "
+     "Whole seconds."},
+    {"revoke_for", CFG_T_DURATION_S, CFG_OFF(revoke_for_s), "7d", 0,
+     365 * CFG_DAY, 0, NULL, NULL,
+     "How long a revoked key's record stays in DNS with an empty p= "
+     "before the key and its record are deleted. Whole seconds."},
+    {"reveal_after", CFG_T_DURATION_S, CFG_OFF(reveal_after_s), "0s", 0,
+     3650 * CFG_DAY, 0, NULL, NULL,
+     "Time after a key's retirement when its private key is revealed "
+     "in <state_dir>/revealed/, once the key is revoked, so that old "
+     "signatures prove nothing any more. 0s: never."},
+    {"dkim_ttl", CFG_T_DURATION_S, CFG_OFF(dkim_ttl_s), "1h", CFG_SEC, CFG_DAY,
+     0, NULL, NULL,
+     "TTL of the DKIM records that `subgate dns publish` and `dns "
+     "records` write. Whole seconds."},
+    {"dns_timeout", CFG_T_DURATION_MS, CFG_OFF(dns_timeout_ms), "10s", 100,
+     5 * CFG_MIN, 0, NULL, NULL,
+     "Longest wait for one answer from a DNS server (UPDATE or "
+     "query)."},
+    {"dns_resolver", CFG_T_STRING, CFG_OFF(dns_resolver), "", 0, 0, 0,
+     cfg_check_relay_host, NULL,
+     "Resolver that `subgate dns check` asks for name server "
+     "addresses and tenants' CNAMEs, and the queue runner for MX, A and "
+     "AAAA records when relay_host is empty: address or address:port "
+     "([address]:port for IPv6), port 53 if not given. Empty: the "
+     "servers of /etc/resolv.conf."},
     {"user", CFG_T_STRING, CFG_OFF(user), "", 0, 0, 0, cfg_check_user, NULL,
      "When subgated starts as root, the SMTP and queue workers run "
      "as this user. Empty: they keep the user subgated started "
@@ -213,6 +378,15 @@ static const struct cfg_key cfg_keys[] = {
      NULL,
      "The signer executable. Empty: subgate-signer in the directory "
      "that holds the subgated program."},
+    {"reset_window", CFG_T_DURATION_S, CFG_OFF(reset_window_s), "1h",
+     CFG_MIN, 7 * CFG_DAY, 0, NULL, NULL,
+     "A signed change-password request is accepted only when its "
+     "signature was made at most this long before, or after, the "
+     "time it is processed. Whole seconds."},
+    {"reset_rate", CFG_T_UINT, CFG_OFF(reset_rate), "3", 1, 100, 0, NULL,
+     NULL,
+     "Password changes by signed mail per member key in 24 hours; also "
+     "the number of refusal notices a member gets in 24 hours."},
     {"log_syslog", CFG_T_BOOL, CFG_OFF(log_syslog), "no", 0, 0, 0, NULL, NULL,
      "Log to syslog (facility mail) instead of standard error."},
 };
@@ -908,6 +1082,28 @@ static int cfg_parse_line(struct cfg *c, char *line, unsigned lineno,
     return cfg_set(c, k, val, msg, msglen);
 }
 
+/* "HI (v) must not be less than LO (v)" for two duration keys in seconds,
+ * blaming the later of their lines. Returns -1. */
+static int cfg_fail_pair(const struct cfg *c, const unsigned *seen,
+                         const char *hi_name, const char *lo_name,
+                         unsigned *lineno_r, char *msg, size_t msglen)
+{
+    const struct cfg_key *hi_k, *lo_k;
+    size_t ihi, ilo;
+    char lo[32], hi[32];
+
+    hi_k = cfg_find(hi_name, &ihi);
+    lo_k = cfg_find(lo_name, &ilo);
+    if (hi_k == NULL || lo_k == NULL)
+        log_panic("cfg: %s or %s missing from the table", hi_name, lo_name);
+    cfg_fmt_duration(cfg_num(c, hi_k), hi, sizeof(hi));
+    cfg_fmt_duration(cfg_num(c, lo_k), lo, sizeof(lo));
+    snprintf(msg, msglen, "%s (%s) must not be less than %s (%s)", hi_name, hi,
+             lo_name, lo);
+    *lineno_r = seen[ihi] > seen[ilo] ? seen[ihi] : seen[ilo];
+    return -1;
+}
+
 /* Fills in what depends on the whole file. 0 ok; -1 with msg and the
  * line to blame in *lineno_r. */
 static int cfg_finish(struct cfg *c, const unsigned *seen, unsigned *lineno_r,
@@ -919,6 +1115,21 @@ static int cfg_finish(struct cfg *c, const unsigned *seen, unsigned *lineno_r,
     for (i = 0; i < CFG_NKEYS; i++)
         if ((cfg_keys[i].flags & CFG_F_UNDER_STATE) && seen[i] == 0)
             cfg_derive(c, &cfg_keys[i]);
+    if (c->publish_lead_s < c->dkim_ttl_s)
+        return cfg_fail_pair(c, seen, "publish_lead", "dkim_ttl", lineno_r, msg,
+                             msglen);
+    /* A password goes only to a smarthost, and only inside TLS. */
+    if (c->relay_auth_user[0] != '\0' &&
+        (c->relay_host[0] == '\0' || c->relay_auth_password_file[0] == '\0' ||
+         c->relay_tls == CFG_RELAY_TLS_NONE)) {
+        if (cfg_find("relay_auth_user", &i) == NULL)
+            log_panic("cfg: relay_auth_user missing from the table");
+        snprintf(msg, msglen,
+                 "relay_auth_user needs relay_host, relay_auth_password_file "
+                 "and a relay_tls other than none");
+        *lineno_r = seen[i];
+        return -1;
+    }
     if (c->retry_max_s >= c->retry_min_s)
         return 0;
     if (cfg_find("retry_min", &imin) == NULL ||

@@ -2,11 +2,13 @@
 #include "db.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "addr.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -176,6 +178,15 @@ void db_close(sqlite3 **dbp)
     *dbp = NULL;
 }
 
+struct db_member *db_member_shrink(struct db_member *m)
+{
+    size_t size =
+        offsetof(struct db_member, addrs) + m->naddrs * sizeof(m->addrs[0]);
+    struct db_member *r = realloc(m, size);
+
+    return r != NULL ? r : m; /* a smaller block: cannot really fail */
+}
+
 void db_member_clear(struct db_member *m)
 {
     if (m->password_hash != NULL) {
@@ -197,7 +208,8 @@ static int db_member_row(sqlite3 *db, const char *login, struct db_member *m)
 {
     static const char sql[] =
         "SELECT m.id, m.tenant_id, m.disabled, m.address, t.name,"
-        " t.sender_policy, t.from_policy, m.password_hash"
+        " t.sender_policy, t.from_policy, m.password_hash,"
+        " coalesce(m.password_changed, 0), m.pgp_fingerprint"
         " FROM member m JOIN tenant t ON t.id = m.tenant_id"
         " WHERE m.address = ?1";
     sqlite3_stmt *st = NULL;
@@ -230,6 +242,11 @@ static int db_member_row(sqlite3 *db, const char *login, struct db_member *m)
     hash = sqlite3_column_text(st, 7);
     if (hash != NULL)
         m->password_hash = xstrdup((const char *)hash);
+    m->password_changed = sqlite3_column_int64(st, 8);
+    /* A fingerprint that does not fit is not one; the member has none. */
+    if (db_copy_text(m->pgp_fingerprint, sizeof m->pgp_fingerprint,
+                     sqlite3_column_text(st, 9)) != 0)
+        m->pgp_fingerprint[0] = '\0';
     memcpy(m->addrs[0], m->address, sizeof m->addrs[0]);
     m->naddrs = 1;
     ret = 1;
@@ -284,6 +301,173 @@ int db_member_lookup(sqlite3 *db, const char *login, struct db_member *m)
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (ret != 1)
         db_member_clear(m);
+    return ret;
+}
+
+/* The tenant_ldap columns, in the order db_tenant_ldap_row reads them. */
+#define DB_TENANT_LDAP_COLS                                                    \
+    " l.uris, l.bind_mode, l.dn_template, l.search_base, l.search_filter,"     \
+    " l.bind_dn, l.bind_password_file, l.submit_filter, l.address_attrs,"      \
+    " l.uid_domain, l.fingerprint_attr, l.mail_password_attr, l.login_form,"   \
+    " l.starttls, coalesce(l.timeout_ms, 0), l.ca_file"
+
+/* Reads the tenant_ldap columns starting at column col. 0, or -1 when a
+ * value does not fit. */
+static int db_tenant_ldap_row(sqlite3_stmt *st, int col,
+                              struct db_tenant_ldap *l)
+{
+    /* The text columns, by their place after col. */
+    const struct {
+        int off;
+        char *out;
+    } text[] = {
+        {0, l->uris},
+        {2, l->dn_template},
+        {3, l->search_base},
+        {4, l->search_filter},
+        {5, l->bind_dn},
+        {6, l->bind_password_file},
+        {7, l->submit_filter},
+        {8, l->address_attrs},
+        {10, l->fingerprint_attr},
+        {11, l->mail_password_attr},
+        {15, l->ca_file},
+    };
+    const unsigned char *v;
+    size_t i;
+
+    for (i = 0; i < sizeof text / sizeof text[0]; i++)
+        if (db_copy_text(text[i].out, SG_MAX_LDAP_SETTING,
+                         sqlite3_column_text(st, col + text[i].off)) != 0)
+            return -1;
+    v = sqlite3_column_text(st, col + 1);
+    l->bind_mode = v != NULL && strcmp((const char *)v, "search") == 0
+                       ? DB_LDAP_BIND_SEARCH
+                       : DB_LDAP_BIND_DN;
+    l->uid_domain = sqlite3_column_int(st, col + 9) != 0;
+    v = sqlite3_column_text(st, col + 12);
+    l->login_form = v != NULL && strcmp((const char *)v, "address") == 0
+                        ? DB_LDAP_LOGIN_ADDRESS
+                        : DB_LDAP_LOGIN_UID;
+    l->starttls = sqlite3_column_int(st, col + 13) != 0;
+    l->timeout_ms = (unsigned)sqlite3_column_int64(st, col + 14);
+    return 0;
+}
+
+/* The tenant's domains into t->domains, primary first. 0 or -1. */
+static int db_tenant_domains(sqlite3 *db, struct db_tenant_auth *t)
+{
+    static const char sql[] = "SELECT name FROM domain WHERE tenant_id = ?1"
+                              " ORDER BY name <> ?2, name";
+    sqlite3_stmt *st = NULL;
+    size_t len = 0;
+    int rc = SQLITE_ERROR;
+
+    t->domains[0] = '\0';
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(st, 1, t->tenant_id) != SQLITE_OK ||
+        sqlite3_bind_text(st, 2, t->tenant, -1, SQLITE_STATIC) != SQLITE_OK)
+        goto out;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *d = (const char *)sqlite3_column_text(st, 0);
+        size_t n = d != NULL ? strlen(d) : 0;
+
+        if (n == 0)
+            continue;
+        if (len + n + 2 > sizeof t->domains) {
+            log_error("db: tenant %s has too many domains for the LDAP "
+                      "backend",
+                      t->tenant);
+            sqlite3_finalize(st);
+            return -1;
+        }
+        if (len > 0)
+            t->domains[len++] = ' ';
+        addr_domain_lower(d, t->domains + len, sizeof t->domains - len);
+        len += n;
+    }
+out:
+    if (rc != SQLITE_DONE)
+        log_error("db: domains of %s: %s", t->tenant, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Runs the prepared tenant query: 1 (exactly one row, read into t), 0
+ * (none, or several for a bare login), -1. */
+static int db_tenant_auth_row(sqlite3 *db, sqlite3_stmt *st,
+                              struct db_tenant_auth *t)
+{
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW) {
+        log_error("db: tenant lookup: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    t->tenant_id = sqlite3_column_int64(st, 0);
+    if (db_copy_text(t->tenant, sizeof t->tenant, sqlite3_column_text(st, 1)) !=
+        0) {
+        log_error("db: tenant lookup: stored name too long");
+        return -1;
+    }
+    t->sender_policy = db_policy_parse(sqlite3_column_text(st, 2));
+    t->from_policy = db_policy_parse(sqlite3_column_text(st, 3));
+    t->backend = sqlite3_column_type(st, 4) == SQLITE_NULL ? DB_AUTH_SQLITE
+                                                           : DB_AUTH_LDAP;
+    if (t->backend == DB_AUTH_LDAP &&
+        db_tenant_ldap_row(st, 4, &t->ldap) != 0) {
+        log_error("db: tenant %s: stored LDAP setting too long", t->tenant);
+        return -1;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 0; /* a bare login and several LDAP tenants: ambiguous */
+    if (rc != SQLITE_DONE) {
+        log_error("db: tenant lookup: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 1;
+}
+
+int db_tenant_auth_lookup(sqlite3 *db, const char *login,
+                          struct db_tenant_auth *t)
+{
+    static const char by_domain[] =
+        "SELECT t.id, t.name, t.sender_policy, "
+        "t.from_policy," DB_TENANT_LDAP_COLS
+        " FROM domain d JOIN tenant t ON t.id = d.tenant_id"
+        " LEFT JOIN tenant_ldap l ON l.tenant_id = t.id"
+        " WHERE d.name = ?1";
+    static const char bare[] =
+        "SELECT t.id, t.name, t.sender_policy, "
+        "t.from_policy," DB_TENANT_LDAP_COLS
+        " FROM tenant t JOIN tenant_ldap l ON l.tenant_id = t.id"
+        " ORDER BY t.id LIMIT 2";
+    const char *domain = addr_domain(login);
+    sqlite3_stmt *st = NULL;
+    int ret = -1;
+
+    memset(t, 0, sizeof *t);
+    if (strlen(login) > SG_MAX_PATH || (domain != NULL && *domain == '\0'))
+        return 0;
+    /* One read transaction: tenant, settings and domains agree. */
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        log_error("db: tenant lookup: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (sqlite3_prepare_v2(db, domain != NULL ? by_domain : bare, -1, &st,
+                           NULL) != SQLITE_OK ||
+        (domain != NULL &&
+         sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC) != SQLITE_OK))
+        log_error("db: tenant lookup: %s", sqlite3_errmsg(db));
+    else
+        ret = db_tenant_auth_row(db, st, t);
+    sqlite3_finalize(st);
+    if (ret == 1 && t->backend == DB_AUTH_LDAP && db_tenant_domains(db, t) != 0)
+        ret = -1;
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     return ret;
 }
 

@@ -34,8 +34,14 @@ struct db_member {
     char tenant[SG_MAX_DOMAIN + 1];
     enum db_policy sender_policy;
     enum db_policy from_policy;
-    char *password_hash; /* owned, NULL if no password set; wipe+free */
-    size_t naddrs;       /* primary first, then aliases */
+    char *password_hash;        /* owned, NULL if no password set; wipe+free */
+    long long password_changed; /* Unix time, 0 never (LDAP members: 0) */
+    char pgp_fingerprint[SG_MAX_FINGERPRINT + 1]; /* upper-case hex or "" */
+    /* Set by AUTH for its log line: how the member authenticated beyond
+     * a password ("token=LABEL", "mech=EXTERNAL", ...), "" otherwise. */
+    char auth_via[SG_MAX_TOKEN_LABEL + 32];
+    size_t naddrs; /* primary first, then aliases */
+    /* Last, so that db_member_shrink() can give back the unused rows. */
     char addrs[SG_MAX_MEMBER_ADDRS][SG_MAX_PATH + 1];
 };
 
@@ -44,6 +50,68 @@ struct db_member {
 int db_member_lookup(sqlite3 *db, const char *login, struct db_member *m);
 /* Wipes and frees the password hash. */
 void db_member_clear(struct db_member *m);
+/* The full address table is 66 KiB, which an SMTP session would hold for
+ * its whole life: returns heap-allocated m reallocated to its first
+ * m->naddrs addresses (it may move; free() it as before). The result is
+ * read like any member, but is never copied by sizeof nor given more
+ * addresses. */
+struct db_member *db_member_shrink(struct db_member *m);
+
+/* Where a tenant's members authenticate (table tenant_ldap). */
+enum db_auth_backend {
+    DB_AUTH_SQLITE, /* the member table */
+    DB_AUTH_LDAP,   /* a directory, settings in struct db_tenant_ldap */
+};
+
+enum db_ldap_bind {
+    DB_LDAP_BIND_DN,     /* bind as dn_template with %u */
+    DB_LDAP_BIND_SEARCH, /* search as bind_dn, then bind as the entry */
+};
+
+enum db_ldap_login {
+    DB_LDAP_LOGIN_UID,     /* %u is the login's local part (or bare uid) */
+    DB_LDAP_LOGIN_ADDRESS, /* %u is the full address */
+};
+
+/* A tenant's directory settings; "" for an unset text. */
+struct db_tenant_ldap {
+    char uris[SG_MAX_LDAP_SETTING]; /* comma-separated, tried in order */
+    enum db_ldap_bind bind_mode;
+    char dn_template[SG_MAX_LDAP_SETTING];
+    char search_base[SG_MAX_LDAP_SETTING];
+    char search_filter[SG_MAX_LDAP_SETTING];
+    char bind_dn[SG_MAX_LDAP_SETTING];
+    char bind_password_file[SG_MAX_LDAP_SETTING];
+    char submit_filter[SG_MAX_LDAP_SETTING];
+    char address_attrs[SG_MAX_LDAP_SETTING]; /* comma-separated */
+    int uid_domain;
+    char fingerprint_attr[SG_MAX_LDAP_SETTING];
+    char mail_password_attr[SG_MAX_LDAP_SETTING];
+    enum db_ldap_login login_form;
+    int starttls;
+    unsigned timeout_ms; /* 0: the ldap_timeout setting */
+    char ca_file[SG_MAX_LDAP_SETTING];
+};
+
+/* What AUTH needs to know about the tenant of a login. */
+struct db_tenant_auth {
+    long long tenant_id;
+    char tenant[SG_MAX_DOMAIN + 1];
+    enum db_policy sender_policy;
+    enum db_policy from_policy;
+    enum db_auth_backend backend;
+    struct db_tenant_ldap ldap; /* backend DB_AUTH_LDAP only */
+    /* backend DB_AUTH_LDAP only: the tenant's domains, lower-case,
+     * space-separated, the primary one first */
+    char domains[SG_MAX_TENANT_DOMAINS_TEXT];
+};
+
+/* Finds the tenant of a login and its AUTH settings: the tenant owning the
+ * login's domain, or for a login without '@' the one tenant whose backend
+ * is LDAP (0 when there is none or more than one). Fills *t (caller
+ * storage). 1, 0 (no such tenant), -1. */
+int db_tenant_auth_lookup(sqlite3 *db, const char *login,
+                          struct db_tenant_auth *t);
 
 /* An active signing key of a domain. */
 struct db_sign_key {

@@ -39,6 +39,22 @@
 #define SG_MAX_AUTH_FAILURES 3
 /* Addresses (primary plus aliases) one member may own. */
 #define SG_MAX_MEMBER_ADDRS 256
+/* An OpenPGP fingerprint as hex: 40 digits for v4 keys (RFC 4880 12.2),
+ * 64 for v5/v6 keys (RFC 9580 5.5.4). */
+#define SG_MAX_FINGERPRINT 64
+/* LDAP (server/auth_ldap.c): a DN or search filter built from a tenant's
+ * template and an escaped login, and one setting of a tenant (URI list,
+ * DN, filter, path). Directories allow far more; these bound what one
+ * check builds from untrusted logins. */
+#define SG_MAX_LDAP_DN 2048
+#define SG_MAX_LDAP_FILTER 2048
+#define SG_MAX_LDAP_SETTING 1024
+/* Attribute names in a tenant's address list (mail, mailAlternateAddress,
+ * proxyAddresses, ...). */
+#define SG_MAX_LDAP_ATTRS 8
+/* The domains of an LDAP tenant, space-separated: addresses read from the
+ * directory are kept only in these. Room for hundreds of domains. */
+#define SG_MAX_TENANT_DOMAINS_TEXT (16 * 1024)
 /* RFC 5321 4.5.3.1.3: path up to 256 octets; 4.5.3.1.1/2: local part 64,
  * domain 255. */
 #define SG_MAX_PATH 256
@@ -53,8 +69,28 @@
 #define SG_MAX_RSA_BITS 4096
 /* Logged network bytes are escaped and cut to this many octets. */
 #define SG_LOG_MAX_PEER_TEXT 100
+/* The metrics endpoint (server/metrics_http.c): a scraper's GET with its
+ * headers. Prometheus sends a few hundred octets; nothing else needs to
+ * be read from a client there. */
+#define SG_MAX_METRICS_REQUEST 4096
 /* Queue file envelope: the text before the message, bounded so that a
  * corrupt file cannot make the queue runner allocate without limit. */
 #define SG_MAX_QUEUE_ENVELOPE (SG_MAX_RECIPIENTS * (SG_MAX_PATH + 32) + 4096)
+
+/* Password reset: a change-password request is one short signed text;
+ * 1 MiB leaves room for long headers and a large key in the signature
+ * while keeping gpg's work and our copies small. The same bound applies
+ * to a member's public key given to `subgate member pgpkey`. */
+#define SG_MAX_MAILGATE_MESSAGE (1024 * 1024)
+#define SG_MAX_PGP_KEY (1024 * 1024)
+
+/* A submission token's label (a device name) and the secret handed out:
+ * "sgt_" ID "_" SECRET with a 64-bit decimal row id and 24 random
+ * characters. A client certificate given to `subgate member cert add`
+ * (PEM, chain included). */
+#define SG_MAX_TOKEN_LABEL 64
+#define SG_TOKEN_SECRET_LEN 24
+#define SG_MAX_TOKEN (4 + 20 + 1 + SG_TOKEN_SECRET_LEN)
+#define SG_MAX_CLIENT_CERT (64 * 1024)
 
 #endif

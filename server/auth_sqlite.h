@@ -1,43 +1,35 @@
-/* auth_sqlite: checks a member's login and password against the SQLite
- * store without blocking the event loop. The lookup and the (deliberately
- * slow) password hash run in the libuv thread pool on copies of the
- * inputs; the result comes back on the loop thread. Each pool thread keeps
- * its own database handle (a thread-local, opened on first use and again
- * after an error; SQLite handles must not be shared between threads that
- * run at the same time, and opening one per check would cost more than the
- * lookup). Those handles live until the process exits. Start and cancel
- * from the loop thread only. */
+/* auth_sqlite: the SQLite backend of AUTH, for tenants whose members live
+ * in the member table. Blocking on purpose: the dispatcher (auth.c) calls
+ * it from libuv's thread pool, never from the event loop, since the hash
+ * is slow by design and a read may wait for a writer.
+ *
+ * Each pool thread keeps its own database handle (a thread-local, opened
+ * on first use and again after an error; SQLite handles must not be
+ * shared between threads that run at the same time, and opening one per
+ * check would cost more than the lookup). Those handles live until the
+ * process exits. */
 #ifndef SG_AUTH_SQLITE_H
 #define SG_AUTH_SQLITE_H
 
-#include <uv.h>
+#include <sqlite3.h>
 
-#include "../common/cfg.h"
 #include "../common/db.h"
 
-/* The verdict of one check, on the loop thread. result 1: login and
- * password are right and the member is enabled; m is the member record
- * (heap, password hash already wiped and freed), owned by the callee from
- * now on (free()). result 0: refused (unknown member, wrong password, no
- * password set, disabled), m is NULL. result -1: the database is
- * unavailable, m is NULL. reason is a short text for the log ("ok", "bad
- * password", "unknown member", "disabled", "database unavailable"), valid
- * during the call. */
-typedef void (*auth_sqlite_done_cb)(void *arg, int result, const char *reason,
-                                    struct db_member *m);
+/* The calling thread's handle on the database at path, opened if needed;
+ * NULL if it cannot be opened (logged). Pool threads only. */
+sqlite3 *auth_sqlite_db(const char *path);
 
-struct auth_sqlite_req;
+/* Closes the calling thread's handle after a failed query (file replaced,
+ * I/O error), so that the next auth_sqlite_db() opens a fresh one. */
+void auth_sqlite_db_reset(void);
 
-/* Starts a check of login/password (both copied; the copy of the password
- * is wiped as soon as it has been hashed). cfg is borrowed for the call
- * only. Returns the request, whose callback runs exactly once unless it is
- * cancelled, or NULL if the work could not be queued (then no callback). */
-struct auth_sqlite_req *
-auth_sqlite_check(uv_loop_t *loop, const struct cfg *cfg, const char *login,
-                  const char *password, auth_sqlite_done_cb cb, void *arg);
-
-/* The owner goes away: the callback will not run. The request frees
- * itself once the worker thread is done with it. */
-void auth_sqlite_cancel(struct auth_sqlite_req *req);
+/* The verdict on password for member m (as db_member_lookup filled it,
+ * hash included; m itself is not changed). m NULL: an unknown login, for
+ * which a dummy hash of the same cost runs, so that timing does not tell
+ * which logins exist. 1: right password and the member is enabled; 0:
+ * refused, with *reason_r "unknown member", "no password set", "bad
+ * password" or "disabled" (static text). */
+int auth_sqlite_verify(const struct db_member *m, const char *password,
+                       const char **reason_r);
 
 #endif

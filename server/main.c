@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -231,7 +232,7 @@ static void drop_privileges(const char *user)
 /* Gives the workers' directories to the unprivileged user, if any. */
 static void chown_dirs(const struct cfg *cfg)
 {
-    static const char *const subs[] = {"", "/tmp", "/active"};
+    static const char *const subs[] = {"", "/tmp", "/active", "/busy", "/hold"};
     struct passwd *pw;
     char path[PATH_MAX];
     size_t i;
@@ -266,8 +267,20 @@ static void close_listeners(struct main_state *st)
         close(st->ls[i].fd);
 }
 
+/* A worker must not outlive the master (killed with SIGKILL, say): a
+ * restarted master could not bind its listeners, and two queue runners
+ * would work one queue. SIGTERM lets it finish what it is doing. Set
+ * after any change of user, which clears it. */
+static void die_with_master(pid_t master)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master)
+        _exit(1);
+}
+
 /* Runs in the child; never returns. */
-static void worker_run(struct main_state *st, enum main_worker_kind kind)
+static void worker_run(struct main_state *st, enum main_worker_kind kind,
+                       pid_t master)
 {
     const struct cfg *cfg = st->cfg;
     int rc;
@@ -279,16 +292,19 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind)
          * socket, hands it to the workers' group, then becomes
          * signer_user (signer_main.c). */
         close_listeners(st);
+        die_with_master(master);
         execl(st->signer_path, "subgate-signer", "-c", cfg->path, (char *)NULL);
         log_error_errno(errno, "cannot run %s", st->signer_path);
         _exit(1);
     case WORKER_SMTPD:
         drop_privileges(cfg->user);
+        die_with_master(master);
         rc = smtpd_main(cfg, st->ls, st->nls);
         _exit(rc);
     case WORKER_QMGR:
         close_listeners(st);
         drop_privileges(cfg->user);
+        die_with_master(master);
         rc = qmgr_main(cfg);
         _exit(rc);
     case WORKER_COUNT:
@@ -300,7 +316,7 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind)
 static void worker_start(struct main_state *st, enum main_worker_kind kind)
 {
     struct main_worker *w = &st->w[kind];
-    pid_t pid = fork();
+    pid_t master = getpid(), pid = fork();
 
     if (pid < 0) {
         log_error_errno(errno, "cannot fork %s worker", worker_names[kind]);
@@ -309,7 +325,7 @@ static void worker_start(struct main_state *st, enum main_worker_kind kind)
         return;
     }
     if (pid == 0)
-        worker_run(st, kind);
+        worker_run(st, kind, master);
     w->pid = pid;
     w->started = time(NULL);
     log_info("started %s worker pid=%ld", worker_names[kind], (long)pid);

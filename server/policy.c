@@ -55,7 +55,8 @@ const char *policy_check_from(const struct db_member *m, const char *msg,
                               size_t replylen)
 {
     const struct smtp_header *h = NULL;
-    const char *err;
+    char found[SG_MAX_PATH + 1];
+    const char *err, *foreign = NULL;
     size_t i, nfrom = 0;
 
     memset(r, 0, sizeof(*r));
@@ -75,7 +76,13 @@ const char *policy_check_from(const struct db_member *m, const char *msg,
                         h->len - h->name_len - 1, r->addr, &err) != 1)
         return policy_reply_one_from;
     r->use = r->addr;
-    if (policy_owns(m, r->addr))
+    if (!policy_owns(m, r->addr))
+        foreign = r->addr;
+    else if (policy_text_foreign(m, msg + h->off + h->name_len + 1,
+                                 h->len - h->name_len - 1, found,
+                                 sizeof(found)))
+        foreign = found;
+    if (foreign == NULL)
         return NULL;
     if (m->from_policy == DB_POLICY_REWRITE) {
         r->rewritten = 1;
@@ -84,9 +91,20 @@ const char *policy_check_from(const struct db_member *m, const char *msg,
         return NULL;
     }
     snprintf(reply, replylen,
-             "550 5.7.1 From: address <%s> not owned by user <%s>", r->addr,
+             "550 5.7.1 From: address <%s> not owned by user <%s>", foreign,
              m->address);
     return reply;
+}
+
+int policy_sign_domain(const struct db_member *m, const char *addr, char *out,
+                       size_t outlen)
+{
+    /* An accepted From: is owned and a rewritten one is the primary
+     * address; checked again here so that no later change to the From:
+     * rules can sign for a domain the member has no address in. */
+    if (!policy_owns(m, addr))
+        return -1;
+    return policy_dkim_domain(addr, out, outlen);
 }
 
 int policy_dkim_domain(const char *addr, char *out, size_t outlen)

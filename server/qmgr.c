@@ -1,8 +1,9 @@
-/* qmgr: the queue runner. Keeps a schedule (queue id -> next attempt) in
- * memory, filled from scans of active/ and from inotify events; the queue
- * files stay the only durable state, so a restart loses nothing. The
- * delivery of one message (qmgr_deliver) takes the worker's relay as an
- * argument so that several workers could share the schedule later. */
+/* qmgr: the queue runner's scheduler and its delivery threads. The main
+ * thread keeps a schedule (queue id -> next attempt) in memory, filled
+ * from scans of active/ and from inotify events, and hands due ids to
+ * the threads; the queue files stay the only durable state, so a restart
+ * loses nothing. The threads deliver (qmgr_deliver.c) and report back
+ * through a list and a pipe that wakes the main thread's poll(). */
 #include "qmgr.h"
 
 #include <dirent.h>
@@ -10,10 +11,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -21,17 +25,12 @@
 
 #include "../common/log.h"
 #include "../common/xalloc.h"
+#include "metrics.h"
+#include "mx.h"
+#include "qmgr_deliver.h"
 #include "queue.h"
 #include "relay.h"
-
-/* A queue file may be larger than max_message_size by its envelope and by
- * what signing added (DKIM-Signature fields, a few KiB); anything beyond
- * this slack is not a file we wrote. */
-#define QMGR_FILE_SLACK (1024 * 1024)
-/* Backoff exponent cap: 2^30 times retry_min is past any retry_max. */
-#define QMGR_MAX_SHIFT 30
-/* Stands for "not before a restart": corrupt or oversized files. */
-#define QMGR_NEVER LLONG_MAX
+#include "relay_pool.h"
 
 /* Set by the signal handler, read by the loop; the one piece of state a
  * signal handler may touch (C11 7.14.1.1). */
@@ -39,30 +38,67 @@ static volatile sig_atomic_t qmgr_stop;
 
 struct qmgr_entry {
     char id[QUEUE_ID_LEN + 1];
-    long long next; /* 0: look at the file now */
-    int seen;       /* mark for the scan */
+    long long next;      /* 0: look at the file now */
+    uint64_t dest;       /* the only destination, if known (relay_pool_hash) */
+    unsigned char busy;  /* handed to a thread */
+    unsigned char force; /* `subgate queue flush`: now, whatever next */
+    unsigned char seen;  /* mark for the scan */
+    unsigned char slotwait; /* its destination was full: wait for a wake */
+};
+
+/* What inotify said about a file. */
+enum qmgr_event {
+    QMGR_EV_NEW,     /* renamed in (IN_MOVED_TO, IN_CREATE) */
+    QMGR_EV_WRITTEN, /* written in place by some tool (IN_CLOSE_WRITE) */
+    QMGR_EV_FLUSH,   /* time stamp touched (IN_ATTRIB) */
+};
+
+struct qmgr_job {
+    char id[QUEUE_ID_LEN + 1];
+    int force;
+};
+
+struct qmgr_done {
+    char id[QUEUE_ID_LEN + 1];
+    struct qmgr_deliver_result r;
+};
+
+struct qmgr;
+
+struct qmgr_thread {
+    struct qmgr *q;         /* borrowed */
+    struct mx_resolver *mx; /* owned; NULL with relay_host */
+    pthread_t tid;
 };
 
 struct qmgr {
-    const struct cfg *cfg; /* borrowed */
-    struct relay *relay;   /* owned; the (only) worker's connection */
-    int ino;               /* inotify fd, owned */
+    const struct cfg *cfg;    /* borrowed */
+    struct relay_conf *rconf; /* owned */
+    struct relay_pool *pool;  /* owned */
+    int ino;                  /* inotify fd, owned */
+    int lockfd;               /* queue_dir/busy, flock'd; owned */
+    int wake[2];              /* threads -> main thread; owned */
+    uint64_t smarthost;       /* hash of relay_host; 0 for MX delivery */
     char active[PATH_MAX];
     struct qmgr_entry *ents; /* owned, sorted by id (= arrival order) */
     size_t nents, cap;
+    size_t inflight; /* jobs handed out, not yet reported; main only */
+    struct qmgr_thread thr[QMGR_WORKERS];
+    size_t nthr;
+    /* Shared with the threads, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct qmgr_job jobs[QMGR_WORKERS]; /* a ring */
+    size_t jhead, njobs;
+    struct qmgr_done *done; /* owned */
+    size_t ndone, dcap;
+    int stopping;
 };
 
 static void qmgr_on_signal(int sig)
 {
     (void)sig;
     qmgr_stop = 1;
-}
-
-static int qmgr_id_valid(const char *name)
-{
-    size_t n = strspn(name, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ");
-
-    return n == QUEUE_ID_LEN && name[n] == '\0';
 }
 
 /* Index of id in the schedule, or where it would go (*found_r 0). */
@@ -86,11 +122,14 @@ static size_t qmgr_find(const struct qmgr *q, const char *id, int *found_r)
     return lo;
 }
 
-/* Schedules id for a look now (new file, or one rewritten by someone). */
-static void qmgr_touch(struct qmgr *q, const char *id)
+/* Notes an event about id. A new file is looked at now. Our own threads
+ * move files back into active/ too; their report, not the event, says
+ * when to look again, or every put-back would be a new attempt. */
+static void qmgr_touch(struct qmgr *q, const char *id, enum qmgr_event ev)
 {
     int found;
     size_t i = qmgr_find(q, id, &found);
+    struct qmgr_entry *e;
 
     if (!found) {
         if (q->nents == q->cap) {
@@ -100,10 +139,19 @@ static void qmgr_touch(struct qmgr *q, const char *id)
         memmove(&q->ents[i + 1], &q->ents[i],
                 (q->nents - i) * sizeof(*q->ents));
         q->nents++;
-        memcpy(q->ents[i].id, id, QUEUE_ID_LEN + 1);
+        e = &q->ents[i];
+        memset(e, 0, sizeof(*e));
+        memcpy(e->id, id, QUEUE_ID_LEN + 1);
+        e->dest = q->smarthost;
     }
-    q->ents[i].next = 0;
-    q->ents[i].seen = 1;
+    e = &q->ents[i];
+    e->seen = 1;
+    if (ev == QMGR_EV_FLUSH)
+        e->force = 1;
+    /* A file rewritten in place, or one that replaced a corrupt one, is
+     * read again. */
+    if (ev == QMGR_EV_WRITTEN || e->next == QMGR_NEVER)
+        e->next = 0;
 }
 
 static void qmgr_forget(struct qmgr *q, size_t i)
@@ -114,7 +162,8 @@ static void qmgr_forget(struct qmgr *q, size_t i)
 }
 
 /* Lists active/: new files are scheduled now, vanished ones (delivered,
- * or deleted by the admin tool) are forgotten. */
+ * held, or deleted by the admin tool) are forgotten unless a thread has
+ * them. */
 static void qmgr_scan(struct qmgr *q)
 {
     DIR *d = opendir(q->active);
@@ -130,18 +179,20 @@ static void qmgr_scan(struct qmgr *q)
         int found;
         size_t i;
 
-        if (!qmgr_id_valid(de->d_name))
+        if (!queue_id_valid(de->d_name))
             continue;
         i = qmgr_find(q, de->d_name, &found);
         if (found)
             q->ents[i].seen = 1;
         else
-            qmgr_touch(q, de->d_name);
+            qmgr_touch(q, de->d_name, QMGR_EV_NEW);
     }
     closedir(d);
     for (size_t i = q->nents; i-- > 0;) {
-        if (!q->ents[i].seen)
+        if (!q->ents[i].seen && !q->ents[i].busy)
             qmgr_forget(q, i);
+        else
+            q->ents[i].slotwait = 0;
     }
 }
 
@@ -156,8 +207,11 @@ static int qmgr_events(struct qmgr *q)
             const struct inotify_event *ev = (const void *)p;
             if (ev->mask & IN_Q_OVERFLOW)
                 return 1;
-            if (ev->len > 0 && qmgr_id_valid(ev->name))
-                qmgr_touch(q, ev->name);
+            if (ev->len > 0 && queue_id_valid(ev->name))
+                qmgr_touch(q, ev->name,
+                           (ev->mask & IN_ATTRIB)        ? QMGR_EV_FLUSH
+                           : (ev->mask & IN_CLOSE_WRITE) ? QMGR_EV_WRITTEN
+                                                         : QMGR_EV_NEW);
             p += sizeof(*ev) + ev->len;
         }
     }
@@ -192,238 +246,231 @@ static void qmgr_clean_tmp(const struct cfg *cfg)
     closedir(d);
 }
 
-/* Reads a whole queue file of at most max octets into a new buffer.
- * 0 ok, -EFBIG when larger, -errno else. */
-static int qmgr_read_file(const char *path, size_t max, char **buf_r,
-                          size_t *len_r)
+/* Wakes the main thread's poll(). A full pipe already wakes it. */
+static void qmgr_wake(struct qmgr *q)
 {
-    struct stat st;
-    size_t len = 0;
-    char *buf;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), err;
+    char c = 1;
 
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        err = -errno;
-        close(fd);
-        return err;
+    if (write(q->wake[1], &c, 1) < 0 && errno != EAGAIN) {
+        /* Nothing to do: the next scan catches up. */
     }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
-    if ((unsigned long long)st.st_size > max) {
-        close(fd);
-        return -EFBIG;
-    }
-    buf = xmalloc((size_t)st.st_size + 1);
-    while (len < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            err = n < 0 ? -errno : -EIO;
-            free(buf);
-            close(fd);
-            return err;
+}
+
+/* A delivery thread: takes jobs until the runner stops. */
+static void *qmgr_thread_main(void *arg)
+{
+    struct qmgr_thread *t = arg;
+    struct qmgr *q = t->q;
+    struct qmgr_deliver_ctx ctx = {
+        .cfg = q->cfg,
+        .pool = q->pool,
+        .mx = t->mx,
+    };
+
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        struct qmgr_job job;
+        struct qmgr_done d;
+
+        while (q->njobs == 0 && !q->stopping) {
+            struct timespec ts;
+            int rc;
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            rc = pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            if (rc == ETIMEDOUT) {
+                pthread_mutex_unlock(&q->mu);
+                if (relay_pool_reap(q->pool) > 0)
+                    qmgr_wake(q);
+                pthread_mutex_lock(&q->mu);
+            }
         }
-        len += (size_t)n;
+        if (q->stopping)
+            break;
+        job = q->jobs[q->jhead];
+        q->jhead = (q->jhead + 1) % QMGR_WORKERS;
+        q->njobs--;
+        pthread_mutex_unlock(&q->mu);
+
+        memcpy(d.id, job.id, sizeof(d.id));
+        qmgr_deliver(&ctx, job.id, job.force, &d.r);
+        relay_pool_reap(q->pool);
+
+        pthread_mutex_lock(&q->mu);
+        if (q->ndone == q->dcap) {
+            q->dcap = q->dcap ? q->dcap * 2 : QMGR_WORKERS * 2;
+            q->done = xrealloc(q->done, q->dcap * sizeof(*q->done));
+        }
+        q->done[q->ndone++] = d;
+        qmgr_wake(q);
     }
-    close(fd);
-    *buf_r = buf;
-    *len_r = len;
-    return 0;
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
 }
 
-/* Seconds until the next attempt after `attempts` failed ones:
- * retry_min * 2^(attempts - 1), at most retry_max, at least 1. */
-static long long qmgr_backoff(const struct cfg *cfg, unsigned attempts)
+/* Takes the threads' reports into the schedule. 1 if there were any. */
+static int qmgr_collect(struct qmgr *q)
 {
-    unsigned shift = attempts > 0 ? attempts - 1 : 0;
-    unsigned long long d;
+    struct qmgr_done *list;
+    size_t n;
 
-    if (shift > QMGR_MAX_SHIFT)
-        shift = QMGR_MAX_SHIFT;
-    d = (unsigned long long)cfg->retry_min_s << shift;
-    if (d > cfg->retry_max_s)
-        d = cfg->retry_max_s;
-    return d > 0 ? (long long)d : 1;
+    pthread_mutex_lock(&q->mu);
+    list = q->done;
+    n = q->ndone;
+    q->done = NULL;
+    q->ndone = q->dcap = 0;
+    pthread_mutex_unlock(&q->mu);
+    for (size_t k = 0; k < n; k++) {
+        int found;
+        size_t i = qmgr_find(q, list[k].id, &found);
+        struct qmgr_entry *e = &q->ents[i];
+
+        SG_ASSERT(q->inflight > 0);
+        q->inflight--;
+        if (!found)
+            continue;
+        e->busy = 0;
+        if (list[k].r.next < 0) {
+            qmgr_forget(q, i);
+            continue;
+        }
+        e->next = list[k].r.next;
+        e->dest = list[k].r.dest ? list[k].r.dest : q->smarthost;
+        e->slotwait = (unsigned char)list[k].r.slotwait;
+    }
+    free(list);
+    return n > 0;
 }
 
-/* One log line for one recipient's outcome. */
-static void qmgr_log_rcpt(const struct qmgr *q, const struct queue_env *env,
-                          size_t i, const struct relay_rcpt *res,
-                          unsigned attempts, const char *status)
-{
-    char text[4 * SG_LOG_MAX_PEER_TEXT + 4];
-    const char *relay = q->cfg->relay_host[0] ? relay_peer(q->relay) : "none";
-
-    log_escape(res->text, strlen(res->text), text, sizeof(text));
-    log_info("%s: to=<%s> relay=%s tls=%s delay=%llds attempts=%u dsn=%s "
-             "status=%s (%s)",
-             env->id, env->rcpt[i], relay, relay_tls(q->relay),
-             (long long)time(NULL) - env->time, attempts,
-             res->dsn[0] ? res->dsn : "4.0.0", status, text);
-}
-
-/* Applies the outcome: logs each recipient, then removes the file or
- * rewrites it with the recipients still to try. Returns the new `next`
- * for the schedule, or -1 when the file is gone. */
-static long long qmgr_settle(struct qmgr *q, struct queue_env *env,
-                             const char *body, size_t bodylen,
-                             const struct relay_rcpt *res)
+/* Hands due messages to the threads, oldest first, while a thread is
+ * free. A message whose only destination is at its connection limit
+ * waits for the next wake instead of taking a thread. */
+static void qmgr_dispatch(struct qmgr *q)
 {
     long long now = time(NULL);
-    int expired = now - env->time >= (long long)q->cfg->max_queue_lifetime_s;
-    unsigned attempts = env->attempts + 1;
-    char **keep = xcalloc(env->nrcpt, sizeof(*keep));
-    char **all = env->rcpt;
-    size_t nkeep = 0, nall = env->nrcpt;
-    long long next = -1;
-    int rc;
+    int queued = 0;
 
-    for (size_t i = 0; i < env->nrcpt; i++) {
-        int cls = res[i].code / 100;
-        const char *status = cls == 2   ? "sent"
-                             : cls == 5 ? "bounced"
-                             : expired  ? "expired"
-                                        : "deferred";
-        qmgr_log_rcpt(q, env, i, &res[i], attempts, status);
-        if (cls != 2 && cls != 5 && !expired)
-            keep[nkeep++] = env->rcpt[i];
-    }
-    if (nkeep == 0) {
-        rc = queue_remove(q->cfg->queue_dir, env->id);
-        if (rc < 0 && rc != -ENOENT)
-            log_error_errno(rc, "%s: cannot remove the queue file", env->id);
-        else
-            log_info("%s: removed", env->id);
-    } else {
-        env->rcpt = keep;
-        env->nrcpt = nkeep;
-        env->attempts = attempts;
-        env->next = now + qmgr_backoff(q->cfg, attempts);
-        rc = queue_update(q->cfg->queue_dir, env, body, bodylen);
-        next = env->next;
-        if (rc == -ENOENT) {
-            log_info("%s: deleted while being delivered", env->id);
-            next = -1;
-        } else if (rc < 0) {
-            /* The old file stays and will be retried as it was: the
-             * recipients that accepted it may receive it twice. */
-            log_error_errno(rc, "%s: cannot update the queue file", env->id);
-        } else {
-            log_info("%s: deferred nrcpt=%zu attempts=%u next=%lld", env->id,
-                     nkeep, attempts, next);
+    for (size_t i = 0; i < q->nents && q->inflight < QMGR_WORKERS; i++) {
+        struct qmgr_entry *e = &q->ents[i];
+        struct qmgr_job *j;
+
+        if (e->busy || e->slotwait || (!e->force && e->next > now))
+            continue;
+        if (e->dest != 0 && relay_pool_full(q->pool, e->dest)) {
+            e->slotwait = 1;
+            continue;
         }
-        env->rcpt = all;
-        env->nrcpt = nall;
+        pthread_mutex_lock(&q->mu);
+        j = &q->jobs[(q->jhead + q->njobs) % QMGR_WORKERS];
+        memcpy(j->id, e->id, sizeof(j->id));
+        j->force = e->force;
+        q->njobs++;
+        pthread_mutex_unlock(&q->mu);
+        e->busy = 1;
+        e->force = 0;
+        q->inflight++;
+        queued = 1;
     }
-    free(keep);
-    return next;
+    if (queued)
+        pthread_cond_broadcast(&q->cv);
 }
 
-/* Delivers the message in entry i if its time has come; updates or
- * forgets the entry. */
-static void qmgr_deliver(struct qmgr *q, size_t i)
-{
-    struct qmgr_entry *e = &q->ents[i];
-    size_t max = q->cfg->max_message_size + (size_t)SG_MAX_QUEUE_ENVELOPE +
-                 (size_t)QMGR_FILE_SLACK;
-    char path[PATH_MAX];
-    struct queue_env env;
-    struct relay_rcpt *res;
-    const char *why = NULL;
-    size_t len = 0, off = 0;
-    char *buf = NULL;
-    int rc;
-
-    /* q->active leaves room: qmgr_setup() checked its length. */
-    if (snprintf(path, sizeof(path), "%s/%s", q->active, e->id) >=
-        (int)sizeof(path))
-        rc = -ENAMETOOLONG;
-    else
-        rc = qmgr_read_file(path, max, &buf, &len);
-    if (rc == -ENOENT) {
-        qmgr_forget(q, i);
-        return;
-    }
-    if (rc < 0) {
-        if (rc == -EFBIG)
-            log_error("%s: queue file larger than %zu octets; left in "
-                      "place, not delivered",
-                      e->id, max);
-        else
-            log_error_errno(rc, "%s: cannot read the queue file", e->id);
-        e->next = rc == -EFBIG ? QMGR_NEVER : time(NULL) + QMGR_SCAN_S;
-        return;
-    }
-    rc = queue_env_parse(buf, len, &env, &off, &why);
-    if (rc == 0 && strcmp(env.id, e->id) != 0) {
-        why = "id differs from the file name";
-        rc = -1;
-    }
-    if (rc < 0) {
-        log_error("%s: corrupt queue file (%s); left in place, not "
-                  "delivered",
-                  e->id, why);
-        queue_env_clear(&env);
-        free(buf);
-        e->next = QMGR_NEVER;
-        return;
-    }
-    if (env.next > time(NULL)) {
-        e->next = env.next;
-    } else {
-        struct relay_msg m = {
-            .qid = env.id,
-            .sender = env.sender,
-            .rcpt = env.rcpt,
-            .nrcpt = env.nrcpt,
-            .data = buf + off,
-            .len = len - off,
-        };
-        res = xcalloc(env.nrcpt, sizeof(*res));
-        if (q->cfg->relay_host[0] == '\0') {
-            log_error("%s: MX delivery not implemented; set relay_host",
-                      env.id);
-            for (size_t k = 0; k < env.nrcpt; k++) {
-                snprintf(res[k].dsn, sizeof(res[k].dsn), "4.3.5");
-                snprintf(res[k].text, sizeof(res[k].text),
-                         "MX delivery not implemented");
-            }
-        } else {
-            relay_send(q->relay, &m, res);
-        }
-        e->next = qmgr_settle(q, &env, buf + off, len - off, res);
-        free(res);
-        if (e->next < 0)
-            qmgr_forget(q, i);
-    }
-    queue_env_clear(&env);
-    free(buf);
-}
-
-/* Milliseconds until something is due: a message, the next scan, or the
- * relay connection's idle limit. Times in the schedule are whole seconds
- * of the wall clock, so the wait is measured against it. */
+/* Milliseconds until something is due: a message or the next scan.
+ * Times in the schedule are whole seconds of the wall clock, so the wait
+ * is measured against it. */
 static int qmgr_timeout_ms(const struct qmgr *q, long long next_scan)
 {
     struct timespec ts;
     long long now_ms, t = next_scan, ms;
-    int idle = relay_idle_ms(q->relay);
 
     clock_gettime(CLOCK_REALTIME, &ts);
     now_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    for (size_t i = 0; i < q->nents; i++) {
-        if (q->ents[i].next < t)
-            t = q->ents[i].next;
+    if (q->inflight < QMGR_WORKERS) {
+        for (size_t i = 0; i < q->nents; i++) {
+            const struct qmgr_entry *e = &q->ents[i];
+            if (e->busy || e->slotwait)
+                continue;
+            if (e->force)
+                t = 0;
+            else if (e->next < t)
+                t = e->next;
+        }
     }
     ms = t * 1000 > now_ms ? t * 1000 - now_ms : 0;
-    if (idle >= 0 && idle < ms)
-        ms = idle;
-    return (int)ms;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+/* One runner per queue: the lock is held for the process's life. A
+ * runner that outlived a crashed master finishes its deliveries first. */
+static int qmgr_lock(struct qmgr *q)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/busy", q->cfg->queue_dir);
+    q->lockfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (q->lockfd < 0) {
+        log_error_errno(errno, "queue: cannot open %s", path);
+        return -1;
+    }
+    if (flock(q->lockfd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    log_info("queue: waiting for another queue runner of %s to stop",
+             q->cfg->queue_dir);
+    while (flock(q->lockfd, LOCK_EX) < 0) {
+        if (errno != EINTR || qmgr_stop) {
+            log_error_errno(errno, "queue: cannot lock %s", path);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int qmgr_start_threads(struct qmgr *q)
+{
+    sigset_t all, old;
+    char err[256];
+    int rc = 0;
+
+    /* Signals go to the main thread, whose poll() they interrupt. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (size_t i = 0; i < QMGR_WORKERS; i++) {
+        struct qmgr_thread *t = &q->thr[i];
+
+        t->q = q;
+        if (q->cfg->relay_host[0] == '\0') {
+            t->mx = mx_resolver_new(q->cfg->dns_resolver,
+                                    q->cfg->dns_timeout_ms, err, sizeof(err));
+            if (t->mx == NULL) {
+                log_error("queue: %s", err);
+                rc = -1;
+                break;
+            }
+        }
+        if (pthread_create(&t->tid, NULL, qmgr_thread_main, t) != 0) {
+            log_error("queue: cannot start a delivery thread");
+            mx_resolver_free(&t->mx);
+            rc = -1;
+            break;
+        }
+        q->nthr++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static void qmgr_stop_threads(struct qmgr *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    for (size_t i = 0; i < q->nthr; i++) {
+        pthread_join(q->thr[i].tid, NULL);
+        mx_resolver_free(&q->thr[i].mx);
+    }
+    q->nthr = 0;
 }
 
 static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
@@ -441,9 +488,6 @@ static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
     /* The master passes SIGHUP on; the runner has nothing to reload (its
      * settings come from the master at fork) and must not die of it. */
     sigaction(SIGHUP, &ign, NULL);
-    memset(q, 0, sizeof(*q));
-    q->cfg = cfg;
-    q->ino = -1;
     rc = queue_dirs_init(cfg->queue_dir);
     if (rc < 0) {
         log_error_errno(rc, "queue: cannot create %s", cfg->queue_dir);
@@ -454,21 +498,59 @@ static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
         log_error("queue: queue_dir is too long");
         return -1;
     }
+    if (qmgr_lock(q) < 0)
+        return -1;
+    rc = queue_recover(cfg->queue_dir);
+    if (rc < 0) {
+        log_error_errno(rc, "queue: cannot look into %s/busy", cfg->queue_dir);
+        return -1;
+    }
+    if (rc > 0)
+        log_info("queue: %d interrupted deliveries back in active/", rc);
     qmgr_clean_tmp(cfg);
     /* Files arrive by rename (IN_MOVED_TO). A file written in place by
      * some other tool is looked at again when it is closed, so a read
-     * that caught it half-written does not shelve it for good. */
+     * that caught it half-written does not shelve it for good. A new
+     * time stamp (IN_ATTRIB) is `subgate queue flush`. */
     q->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (q->ino < 0 ||
-        inotify_add_watch(q->ino, q->active,
-                          IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE) < 0) {
+    if (q->ino < 0 || inotify_add_watch(q->ino, q->active,
+                                        IN_MOVED_TO | IN_CREATE |
+                                            IN_CLOSE_WRITE | IN_ATTRIB) < 0) {
         log_error_errno(errno, "queue: cannot watch %s", q->active);
         return -1;
     }
-    q->relay = relay_new(cfg);
-    if (q->relay == NULL)
+    if (pipe2(q->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        log_error_errno(errno, "queue: cannot make a pipe");
         return -1;
-    return 0;
+    }
+    q->rconf = relay_conf_new(cfg);
+    if (q->rconf == NULL)
+        return -1;
+    q->pool = relay_pool_new(q->rconf, cfg->relay_concurrency);
+    if (cfg->relay_host[0] != '\0')
+        q->smarthost = relay_pool_hash(cfg->relay_host);
+    return qmgr_start_threads(q);
+}
+
+/* Waits for an event or a timeout and takes it in. */
+static void qmgr_wait(struct qmgr *q, long long *next_scan)
+{
+    struct pollfd pfd[2] = {{.fd = q->ino, .events = POLLIN},
+                            {.fd = q->wake[0], .events = POLLIN}};
+
+    if (poll(pfd, 2, qmgr_timeout_ms(q, *next_scan)) <= 0)
+        return;
+    if ((pfd[0].revents & POLLIN) && qmgr_events(q))
+        *next_scan = 0;
+    if (pfd[1].revents & POLLIN) {
+        char buf[256];
+        while (read(q->wake[0], buf, sizeof(buf)) > 0) {
+        }
+        /* A connection was given back or closed: waiting messages may
+         * find a place now. */
+        for (size_t i = 0; i < q->nents; i++)
+            q->ents[i].slotwait = 0;
+    }
 }
 
 int qmgr_main(const struct cfg *cfg)
@@ -477,40 +559,48 @@ int qmgr_main(const struct cfg *cfg)
     long long next_scan = 0;
     int rc = 0;
 
+    memset(&q, 0, sizeof(q));
+    q.cfg = cfg;
+    q.ino = q.lockfd = q.wake[0] = q.wake[1] = -1;
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cv, NULL);
     if (qmgr_setup(&q, cfg) < 0) {
         rc = 1;
         goto out;
     }
-    log_info("queue: runner started queue_dir=%s relay_host=%s", cfg->queue_dir,
-             cfg->relay_host[0] ? cfg->relay_host : "(MX)");
+    log_info("queue: runner started queue_dir=%s relay_host=%s threads=%d",
+             cfg->queue_dir, cfg->relay_host[0] ? cfg->relay_host : "(MX)",
+             QMGR_WORKERS);
     while (!qmgr_stop) {
-        struct pollfd pfd = {.fd = q.ino, .events = POLLIN};
-
         if (time(NULL) >= next_scan) {
             qmgr_scan(&q);
             next_scan = time(NULL) + QMGR_SCAN_S;
         }
-        /* Entries are in arrival order; qmgr_deliver() may forget the
-         * one at i, so i moves on only when it is still there. */
-        for (size_t i = 0; i < q.nents && !qmgr_stop;) {
-            size_t before = q.nents;
-            if (q.ents[i].next <= time(NULL))
-                qmgr_deliver(&q, i);
-            if (q.nents == before)
-                i++;
-        }
-        relay_tick(q.relay);
+        qmgr_collect(&q);
+        qmgr_dispatch(&q);
+        metrics_qmgr_flush(cfg, 0);
         if (qmgr_stop)
             break;
-        if (poll(&pfd, 1, qmgr_timeout_ms(&q, next_scan)) > 0 &&
-            qmgr_events(&q))
-            next_scan = 0;
+        qmgr_wait(&q, &next_scan);
     }
     log_info("queue: runner stopping");
 out:
-    relay_free(&q.relay);
+    qmgr_stop_threads(&q);
+    qmgr_collect(&q);
+    metrics_qmgr_flush(cfg, 1);
+    relay_pool_free(&q.pool);
+    relay_conf_free(&q.rconf);
     if (q.ino >= 0)
         close(q.ino);
+    if (q.lockfd >= 0)
+        close(q.lockfd);
+    for (int i = 0; i < 2; i++) {
+        if (q.wake[i] >= 0)
+            close(q.wake[i]);
+    }
+    pthread_cond_destroy(&q.cv);
+    pthread_mutex_destroy(&q.mu);
+    free(q.done);
     free(q.ents);
     return rc;
 }

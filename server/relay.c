@@ -1,12 +1,18 @@
 /* relay: blocking SMTP client towards the next hop. The socket is
  * non-blocking underneath so that every step waits in poll() with a
- * deadline; TLS uses the same socket through OpenSSL. */
+ * deadline; TLS uses the same socket through OpenSSL. A connection is
+ * opened by trying the destination's addresses in order (relay_open):
+ * each try connects, reads the greeting, says EHLO, starts TLS as the
+ * policy asks and authenticates to a smarthost; any failure moves on to
+ * the next address. */
 #include "relay.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -15,10 +21,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -37,12 +46,25 @@
 /* The wait for the reply to QUIT: the message is delivered by then, and
  * the runner must not stall on a server that never answers it. */
 #define RELAY_QUIT_MS 5000
+/* The AUTH password file: one line; RFC 4954 leaves the length open,
+ * this is what an administrator will ever type. */
+#define RELAY_MAX_PASSWORD 512
 
 enum relay_ext {
     RELAY_EXT_STARTTLS = 1 << 0,
     RELAY_EXT_PIPELINING = 1 << 1,
     RELAY_EXT_8BITMIME = 1 << 2,
     RELAY_EXT_SIZE = 1 << 3,
+    RELAY_EXT_SMTPUTF8 = 1 << 4,
+    RELAY_EXT_AUTH_PLAIN = 1 << 5,
+    RELAY_EXT_AUTH_LOGIN = 1 << 6,
+};
+
+/* How one try of relay_try() went. */
+enum relay_try_rc {
+    RELAY_TRY_OK = 0,
+    RELAY_TRY_FAIL = -1,  /* try the next address */
+    RELAY_TRY_PLAIN = -2, /* relay_tls = may: TLS failed; again in clear */
 };
 
 struct relay_reply {
@@ -51,14 +73,31 @@ struct relay_reply {
                                   joined with a space */
 };
 
-struct relay {
-    const struct cfg *cfg; /* borrowed */
-    SSL_CTX *ctx;          /* owned; NULL when relay_tls = none */
-    char host[SG_MAX_DOMAIN + 1];
+struct relay_conf {
+    const struct cfg *cfg;        /* borrowed */
+    SSL_CTX *ctx;                 /* owned; NULL when relay_tls = none */
+    char host[SG_MAX_DOMAIN + 1]; /* relay_host's host; "" for MX */
     char port[8];
-    int fd;              /* -1: not connected */
-    SSL *ssl;            /* owned; NULL: plaintext */
-    unsigned timeout_ms; /* per step: relay_timeout, shorter for QUIT */
+    char *auth_user; /* owned; NULL: no AUTH */
+    char *auth_pass; /* owned, wiped at free */
+};
+
+/* One address to try, with the name it belongs to. */
+struct relay_cand {
+    const char *name; /* borrowed */
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+struct relay {
+    const struct relay_conf *conf; /* borrowed */
+    const struct cfg *cfg;         /* borrowed */
+    char host[SG_MAX_DOMAIN + 1];  /* the host connected to */
+    int fd;                        /* -1: not connected */
+    SSL *ssl;                      /* owned; NULL: plaintext */
+    int verified;                  /* the certificate was verified */
+    int smarthost;                 /* AUTH applies */
+    unsigned timeout_ms;           /* per step: relay_timeout, less for QUIT */
     unsigned ext;
     unsigned nmsgs;    /* sent on this connection */
     long long last_ms; /* monotonic time of the last use */
@@ -348,6 +387,22 @@ static void relay_text_add(struct relay_reply *rep, const char *s, size_t n)
     rep->text[have + n] = '\0';
 }
 
+/* Notes the SASL mechanisms of an AUTH keyword line that we can use. */
+static void relay_auth_mechs(struct relay *r, const char *mechs)
+{
+    while (*mechs != '\0') {
+        size_t n;
+
+        mechs += strspn(mechs, " =");
+        n = strcspn(mechs, " ");
+        if (n == 5 && strncasecmp(mechs, "PLAIN", 5) == 0)
+            r->ext |= RELAY_EXT_AUTH_PLAIN;
+        else if (n == 5 && strncasecmp(mechs, "LOGIN", 5) == 0)
+            r->ext |= RELAY_EXT_AUTH_LOGIN;
+        mechs += n;
+    }
+}
+
 /* Notes an EHLO keyword line (RFC 5321 4.1.1.1). */
 static void relay_ehlo_line(struct relay *r, const char *kw)
 {
@@ -355,10 +410,9 @@ static void relay_ehlo_line(struct relay *r, const char *kw)
         const char *name;
         unsigned flag;
     } exts[] = {
-        {"STARTTLS", RELAY_EXT_STARTTLS},
-        {"PIPELINING", RELAY_EXT_PIPELINING},
-        {"8BITMIME", RELAY_EXT_8BITMIME},
-        {"SIZE", RELAY_EXT_SIZE},
+        {"STARTTLS", RELAY_EXT_STARTTLS}, {"PIPELINING", RELAY_EXT_PIPELINING},
+        {"8BITMIME", RELAY_EXT_8BITMIME}, {"SIZE", RELAY_EXT_SIZE},
+        {"SMTPUTF8", RELAY_EXT_SMTPUTF8},
     };
     size_t kl = strcspn(kw, " =");
 
@@ -367,6 +421,8 @@ static void relay_ehlo_line(struct relay *r, const char *kw)
             strncasecmp(kw, exts[i].name, kl) == 0)
             r->ext |= exts[i].flag;
     }
+    if (kl == 4 && strncasecmp(kw, "AUTH", 4) == 0)
+        relay_auth_mechs(r, kw + 4);
 }
 
 /* Reads one (multi-line) reply. 0 ok, -1 failed. ehlo != 0 collects the
@@ -438,25 +494,37 @@ static void relay_drop(struct relay *r)
     r->fd = -1;
     r->rpos = r->rlen = r->wlen = 0;
     r->ext = 0;
+    r->verified = 0;
+    snprintf(r->tlsdesc, sizeof(r->tlsdesc), "none");
 }
 
-/* Connects to one address. 0 ok, -1 failed (reason recorded). */
-static int relay_connect_ai(struct relay *r, const struct addrinfo *ai)
+/* Connects to one candidate address. 0 ok, -1 failed (reason recorded). */
+static int relay_connect(struct relay *r, const struct relay_cand *c,
+                         const char *port)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
-    long long deadline = relay_now_ms() + r->timeout_ms;
+    unsigned cms =
+        r->timeout_ms < RELAY_CONNECT_MS ? r->timeout_ms : RELAY_CONNECT_MS;
+    long long deadline = relay_now_ms() + cms;
     int fd, rc = 0;
     socklen_t sl = sizeof(rc);
 
-    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip), NULL, 0,
-                    NI_NUMERICHOST) != 0)
+    if (getnameinfo((const struct sockaddr *)&c->ss, c->len, ip, sizeof(ip),
+                    NULL, 0, NI_NUMERICHOST) != 0)
         snprintf(ip, sizeof(ip), "?");
-    snprintf(r->peer, sizeof(r->peer), "%s[%s]:%s", r->host, ip, r->port);
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    snprintf(r->host, sizeof(r->host), "%s", c->name);
+    snprintf(r->peer, sizeof(r->peer), "%s[%s]:%s", c->name, ip, port);
+    fd = socket(c->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return relay_fail(r, "4.4.1", "connect to %s: %s", r->peer,
                           strerror(errno));
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+    /* The last write of a message (its tail and the final dot) is small:
+     * Nagle would hold it until the next hop acknowledges the previous
+     * one, which a delayed ACK puts off by up to 40 ms per message on a
+     * reused connection. Every write here is a whole command batch or
+     * buffer anyway. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    if (connect(fd, (const struct sockaddr *)&c->ss, c->len) < 0) {
         if (errno != EINPROGRESS) {
             rc = -errno;
         } else if ((rc = relay_wait(fd, POLLOUT, deadline)) == 0) {
@@ -472,25 +540,6 @@ static int relay_connect_ai(struct relay *r, const struct addrinfo *ai)
     }
     r->fd = fd;
     return 0;
-}
-
-/* Resolves the host and connects to the first address that answers. */
-static int relay_connect_host(struct relay *r)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
-    int rc;
-
-    rc = getaddrinfo(r->host, r->port, &hints, &res);
-    if (rc != 0) {
-        snprintf(r->peer, sizeof(r->peer), "%s:%s", r->host, r->port);
-        return relay_fail(r, "4.4.3", "host %s lookup failed: %s", r->host,
-                          gai_strerror(rc));
-    }
-    rc = -1;
-    for (ai = res; ai != NULL && rc < 0; ai = ai->ai_next)
-        rc = relay_connect_ai(r, ai);
-    freeaddrinfo(res);
-    return rc;
 }
 
 /* EHLO, falling back to HELO on a 5xx (RFC 5321 3.2). */
@@ -516,31 +565,43 @@ static int relay_ehlo(struct relay *r)
     return 0;
 }
 
-/* The TLS handshake on the connected socket. */
+/* The TLS handshake on the connected socket. Under relay_tls = verify
+ * the certificate must chain to the trust store and match the host name
+ * (an address literal: the address). */
 static int relay_handshake(struct relay *r)
 {
     long long deadline = relay_now_ms() + r->timeout_ms;
+    int verify = r->cfg->relay_tls == CFG_RELAY_TLS_VERIFY;
+    char host[SG_MAX_DOMAIN + 1];
     struct in6_addr a6;
     struct in_addr a4;
     const char *what = NULL;
-    int lit = inet_pton(AF_INET, r->host, &a4) == 1 ||
-              inet_pton(AF_INET6, r->host, &a6) == 1;
+    int lit;
 
-    r->ssl = SSL_new(r->ctx);
+    /* A domain literal "[IPv6:...]" or "[192.0.2.1]" names an address. */
+    snprintf(host, sizeof(host), "%s", r->host);
+    if (host[0] == '[') {
+        size_t n = strcspn(host, "]");
+        memmove(host, host + 1, n);
+        host[n > 0 ? n - 1 : 0] = '\0';
+        if (strncasecmp(host, "IPv6:", 5) == 0)
+            memmove(host, host + 5, strlen(host + 5) + 1);
+    }
+    lit = inet_pton(AF_INET, host, &a4) == 1 ||
+          inet_pton(AF_INET6, host, &a6) == 1;
+    r->ssl = SSL_new(r->conf->ctx);
     if (r->ssl == NULL || SSL_set_fd(r->ssl, r->fd) != 1)
         return relay_fail(r, "4.7.5", "%s: cannot set up TLS", r->peer);
     /* SNI only for names (RFC 6066 3); the name is also what a
      * certificate must match under relay_tls = verify. */
-    if (!lit && SSL_set_tlsext_host_name(r->ssl, r->host) != 1)
+    if (!lit && SSL_set_tlsext_host_name(r->ssl, host) != 1)
         return relay_fail(r, "4.7.5", "%s: cannot set SNI", r->peer);
-    if (r->cfg->relay_tls == CFG_RELAY_TLS_VERIFY) {
+    if (verify) {
         int ok =
-            lit ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->ssl), r->host)
-                : SSL_set1_host(r->ssl, r->host);
+            lit ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->ssl), host)
+                : SSL_set1_host(r->ssl, host);
         if (ok != 1)
-            return relay_fail(r, "4.7.5",
-                              "%s: cannot set the name to "
-                              "verify",
+            return relay_fail(r, "4.7.5", "%s: cannot set the name to verify",
                               r->peer);
     }
     for (;;) {
@@ -549,79 +610,230 @@ static int relay_handshake(struct relay *r)
             break;
         if (relay_ssl_retry(r, k, deadline, &what) < 0) {
             long vr = SSL_get_verify_result(r->ssl);
-            if (r->cfg->relay_tls == CFG_RELAY_TLS_VERIFY && vr != X509_V_OK)
+            if (verify && vr != X509_V_OK)
                 what = X509_verify_cert_error_string(vr);
             return relay_fail(r, "4.7.5", "TLS handshake with %s failed: %s",
                               r->peer, what);
         }
     }
+    r->verified = verify && SSL_get_verify_result(r->ssl) == X509_V_OK;
     snprintf(r->tlsdesc, sizeof(r->tlsdesc), "%s/%s", SSL_get_version(r->ssl),
              SSL_get_cipher_name(r->ssl));
     return 0;
 }
 
-/* STARTTLS as relay_tls asks, then EHLO again (RFC 3207 4.2). */
-static int relay_starttls(struct relay *r)
+/* STARTTLS as relay_tls asks, then EHLO again (RFC 3207 4.2). tls 0:
+ * this try is the plaintext fallback of relay_tls = may. */
+static int relay_starttls(struct relay *r, int tls)
 {
     enum cfg_relay_tls pol = r->cfg->relay_tls;
     struct relay_reply rep;
 
-    if (pol == CFG_RELAY_TLS_NONE)
-        return 0;
+    if (pol == CFG_RELAY_TLS_NONE || !tls)
+        return RELAY_TRY_OK;
     if (!(r->ext & RELAY_EXT_STARTTLS)) {
         if (pol == CFG_RELAY_TLS_MAY)
-            return 0;
+            return RELAY_TRY_OK;
         return relay_fail(r, "4.7.4",
-                          "TLS is required, but %s does not "
-                          "offer STARTTLS",
+                          "TLS is required, but %s does not offer STARTTLS",
                           r->peer);
     }
     if (relay_cmd(r, "STARTTLS") < 0 ||
         relay_flush(r, "sending STARTTLS") < 0 ||
         relay_reply(r, &rep, 0, "receiving the STARTTLS reply") < 0)
-        return -1;
+        return RELAY_TRY_FAIL;
     if (rep.code != 220) {
         if (pol == CFG_RELAY_TLS_MAY)
-            return 0;
+            return RELAY_TRY_OK;
         return relay_fail(r, "4.7.4", "%s refused STARTTLS: %s", r->peer,
                           rep.text);
     }
     /* Bytes after the 220 were sent in the clear and would be taken as
      * coming through TLS: a known injection attack. */
     if (r->rpos != r->rlen)
-        return relay_fail(r, "4.7.0",
-                          "%s sent data after the STARTTLS "
-                          "reply",
+        return relay_fail(r, "4.7.0", "%s sent data after the STARTTLS reply",
                           r->peer);
-    if (relay_handshake(r) < 0)
-        return -1;
-    return relay_ehlo(r);
+    if (relay_handshake(r) < 0) {
+        /* Opportunistic TLS (RFC 7435) must not make mail undeliverable:
+         * a server whose TLS is broken gets the message in clear. */
+        return pol == CFG_RELAY_TLS_MAY ? RELAY_TRY_PLAIN : RELAY_TRY_FAIL;
+    }
+    return relay_ehlo(r) < 0 ? RELAY_TRY_FAIL : RELAY_TRY_OK;
 }
 
-/* Opens the connection: connect, greeting, EHLO, STARTTLS. */
-static int relay_open(struct relay *r)
+/* Sends one AUTH line holding a secret; the buffers are wiped. */
+static int relay_auth_line(struct relay *r, const char *prefix,
+                           const unsigned char *data, size_t len,
+                           struct relay_reply *rep)
+{
+    char b64[4 * ((2 * SG_MAX_PATH + RELAY_MAX_PASSWORD + 4) / 3) + 8];
+    int rc;
+
+    SG_ASSERT(len <= 2 * SG_MAX_PATH + RELAY_MAX_PASSWORD + 2);
+    EVP_EncodeBlock((unsigned char *)b64, data, (int)len);
+    rc = relay_cmd(r, "%s%s", prefix, b64);
+    OPENSSL_cleanse(b64, sizeof(b64));
+    if (rc == 0)
+        rc = relay_flush(r, "sending AUTH");
+    OPENSSL_cleanse(r->wbuf, sizeof(r->wbuf));
+    if (rc < 0)
+        return -1;
+    return relay_reply(r, rep, 0, "receiving the AUTH reply");
+}
+
+/* AUTH PLAIN, else LOGIN (RFC 4954, RFC 4616), to the smarthost; only
+ * inside TLS: a password never crosses the network in clear. */
+static int relay_auth(struct relay *r)
+{
+    const struct relay_conf *c = r->conf;
+    unsigned char buf[2 * SG_MAX_PATH + RELAY_MAX_PASSWORD + 2];
+    size_t ul, pl;
+    struct relay_reply rep;
+    int rc;
+
+    if (!r->smarthost || c->auth_user == NULL)
+        return 0;
+    if (r->ssl == NULL)
+        return relay_fail(r, "4.7.0",
+                          "%s: no TLS, so no AUTH (relay_auth_user is set)",
+                          r->peer);
+    ul = strlen(c->auth_user);
+    pl = strlen(c->auth_pass);
+    if (r->ext & RELAY_EXT_AUTH_PLAIN) {
+        buf[0] = '\0';
+        memcpy(buf + 1, c->auth_user, ul);
+        buf[1 + ul] = '\0';
+        memcpy(buf + 2 + ul, c->auth_pass, pl);
+        rc = relay_auth_line(r, "AUTH PLAIN ", buf, ul + pl + 2, &rep);
+    } else if (r->ext & RELAY_EXT_AUTH_LOGIN) {
+        /* The user name and the password each answer a 334 prompt. */
+        rc = relay_cmd(r, "AUTH LOGIN") < 0 ||
+                     relay_flush(r, "sending AUTH") < 0 ||
+                     relay_reply(r, &rep, 0, "receiving the AUTH reply") < 0
+                 ? -1
+                 : 0;
+        memcpy(buf, c->auth_user, ul);
+        if (rc == 0 && rep.code == 334)
+            rc = relay_auth_line(r, "", buf, ul, &rep);
+        memcpy(buf, c->auth_pass, pl);
+        if (rc == 0 && rep.code == 334)
+            rc = relay_auth_line(r, "", buf, pl, &rep);
+    } else {
+        return relay_fail(r, "4.7.0", "%s offers no AUTH PLAIN or LOGIN",
+                          r->peer);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (rc < 0)
+        return -1;
+    if (rep.code != 235)
+        return relay_fail(r, "4.7.0", "authentication to %s failed: %s",
+                          r->peer, rep.text);
+    return 0;
+}
+
+/* One try on one address: connect, greeting, EHLO, STARTTLS, AUTH. */
+static int relay_try(struct relay *r, const struct relay_cand *c,
+                     const char *port, int tls)
 {
     struct relay_reply rep;
+    int rc;
 
-    snprintf(r->tlsdesc, sizeof(r->tlsdesc), "none");
-    if (r->host[0] == '\0')
-        return relay_fail(r, "4.3.5", "no relay_host configured");
-    if (relay_connect_host(r) < 0)
-        return -1;
+    if (relay_connect(r, c, port) < 0)
+        return RELAY_TRY_FAIL;
     if (relay_reply(r, &rep, 0, "receiving the greeting") < 0)
         goto fail;
+    /* RFC 5321 3.1, 5.1: a host that will not talk (4xx or 554) is
+     * skipped for the next one. */
     if (rep.code != 220) {
         relay_fail(r, "4.0.0", "%s refused to talk: %s", r->peer, rep.text);
         goto fail;
     }
-    if (relay_ehlo(r) < 0 || relay_starttls(r) < 0)
+    if (relay_ehlo(r) < 0)
         goto fail;
-    r->nmsgs = 0;
-    r->last_ms = relay_now_ms();
-    log_info("%s: relay=%s connected tls=%s", r->qid, r->peer, r->tlsdesc);
-    return 0;
+    rc = relay_starttls(r, tls);
+    if (rc != RELAY_TRY_OK) {
+        relay_drop(r);
+        return rc;
+    }
+    if (relay_auth(r) < 0)
+        goto fail;
+    return RELAY_TRY_OK;
 fail:
     relay_drop(r);
+    return RELAY_TRY_FAIL;
+}
+
+/* The addresses of the destination, in the order to try them. Returns
+ * how many; 0 with the reason recorded when the smarthost has none. */
+static size_t relay_cands(struct relay *r, const struct relay_dest *d,
+                          struct relay_cand *out, char *port, size_t portlen)
+{
+    const struct relay_conf *c = r->conf;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
+    size_t n = 0;
+    int rc;
+
+    if (d->mx != NULL) {
+        snprintf(port, portlen, "%u", r->cfg->relay_port);
+        for (size_t h = 0; h < d->mx->n; h++) {
+            const struct mx_host *mh = &d->mx->host[h];
+            for (size_t a = 0; a < mh->naddr && n < RELAY_MAX_ADDRS; a++) {
+                out[n].name = mh->name;
+                memcpy(&out[n].ss, &mh->addr[a], sizeof(out[n].ss));
+                out[n].len = mh->addrlen[a];
+                n++;
+            }
+        }
+        return n;
+    }
+    snprintf(port, portlen, "%s", c->port);
+    rc = getaddrinfo(c->host, c->port, &hints, &res);
+    if (rc != 0) {
+        snprintf(r->peer, sizeof(r->peer), "%s:%s", c->host, c->port);
+        relay_fail(r, "4.4.3", "host %s lookup failed: %s", c->host,
+                   gai_strerror(rc));
+        return 0;
+    }
+    for (ai = res; ai != NULL && n < RELAY_MAX_ADDRS; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(out[n].ss))
+            continue;
+        out[n].name = c->host;
+        memcpy(&out[n].ss, ai->ai_addr, ai->ai_addrlen);
+        out[n].len = ai->ai_addrlen;
+        n++;
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+/* Opens a connection to d: each address in turn until one works. */
+static int relay_open(struct relay *r, const struct relay_dest *d)
+{
+    struct relay_cand cands[RELAY_MAX_ADDRS];
+    char port[8];
+    size_t n;
+
+    relay_drop(r);
+    r->smarthost = d->mx == NULL;
+    n = relay_cands(r, d, cands, port, sizeof(port));
+    if (n == 0 && d->mx != NULL)
+        return relay_fail(r, "4.4.4", "%s: no host to connect to", d->name);
+    for (size_t i = 0; i < n; i++) {
+        int rc = relay_try(r, &cands[i], port, 1);
+        if (rc == RELAY_TRY_PLAIN) {
+            log_warn("%s: relay=%s TLS failed (%s); trying without TLS as "
+                     "relay_tls = may allows",
+                     r->qid, r->peer, r->err);
+            rc = relay_try(r, &cands[i], port, 0);
+        }
+        if (rc == RELAY_TRY_OK) {
+            r->nmsgs = 0;
+            r->last_ms = relay_now_ms();
+            log_info("%s: relay=%s connected tls=%s verified=%s", r->qid,
+                     r->peer, r->tlsdesc, r->verified ? "yes" : "no");
+            return 0;
+        }
+    }
     return -1;
 }
 
@@ -676,13 +888,85 @@ static int relay_body(struct relay *r, const char *p, size_t len)
 static void relay_set(struct relay_rcpt *res, const struct relay_reply *rep)
 {
     res->code = rep->code;
+    res->remote = 1;
     relay_dsn(rep, res->dsn, sizeof(res->dsn));
     snprintf(res->text, sizeof(res->text), "%s", rep->text);
+}
+
+/* What the message needs from the next hop. */
+struct relay_needs {
+    int eight; /* 8-bit octets anywhere (RFC 6152) */
+    int utf8;  /* a non-ASCII address (RFC 6531) */
+    int utf8h; /* 8-bit octets in the header section */
+};
+
+static int relay_nonascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80)
+            return 1;
+    }
+    return 0;
+}
+
+static void relay_needs(const struct relay_msg *m, struct relay_needs *nd)
+{
+    const char *end = memmem(m->data, m->len, "\r\n\r\n", 4);
+    size_t hlen = end ? (size_t)(end - m->data) : m->len;
+
+    nd->utf8h = relay_nonascii(m->data, hlen);
+    nd->eight = nd->utf8h || relay_nonascii(m->data + hlen, m->len - hlen);
+    nd->utf8 = relay_nonascii(m->sender, strlen(m->sender));
+    for (size_t i = 0; i < m->nrcpt && !nd->utf8; i++)
+        nd->utf8 = relay_nonascii(m->rcpt[i], strlen(m->rcpt[i]));
+}
+
+/* A local permanent failure for every recipient: the next hop cannot
+ * take this message as it is. */
+static void relay_refuse_all(const struct relay_msg *m, struct relay_rcpt *res,
+                             const char *dsn, const char *text)
+{
+    for (size_t i = 0; i < m->nrcpt; i++) {
+        res[i].code = 554;
+        res[i].remote = 0;
+        snprintf(res[i].dsn, sizeof(res[i].dsn), "%s", dsn);
+        snprintf(res[i].text, sizeof(res[i].text), "%s", text);
+    }
+}
+
+/* 0 when the next hop can take the message unchanged; else fills res
+ * and returns -1. A signed message is never converted: 8BITMIME to 7bit
+ * would re-encode the body and break every DKIM signature. */
+static int relay_check_needs(struct relay *r, const struct relay_msg *m,
+                             const struct relay_needs *nd,
+                             struct relay_rcpt *res)
+{
+    char text[RELAY_MAX_TEXT];
+
+    if (nd->utf8 && !(r->ext & RELAY_EXT_SMTPUTF8)) {
+        snprintf(text, sizeof(text),
+                 "%s does not support SMTPUTF8, needed for a non-ASCII "
+                 "address",
+                 r->peer);
+        relay_refuse_all(m, res, "5.6.7", text);
+        return -1;
+    }
+    /* RFC 6531 3.3: a server with SMTPUTF8 takes 8-bit data too. */
+    if (nd->eight && !(r->ext & (RELAY_EXT_8BITMIME | RELAY_EXT_SMTPUTF8))) {
+        snprintf(text, sizeof(text),
+                 "%s does not support 8BITMIME, and the signed 8-bit "
+                 "message cannot be converted",
+                 r->peer);
+        relay_refuse_all(m, res, "5.6.3", text);
+        return -1;
+    }
+    return 0;
 }
 
 /* One transaction state, shared by the steps of relay_transact(). */
 struct relay_tx {
     const struct relay_msg *m;
+    struct relay_needs needs;
     struct relay_rcpt *res;
     struct relay_reply mail; /* the MAIL FROM reply */
     size_t accepted;         /* RCPTs with a 2xx */
@@ -695,17 +979,16 @@ static int relay_tx_cmd(struct relay *r, const struct relay_tx *tx, size_t i)
 {
     const struct relay_msg *m = tx->m;
     char size[32] = "";
-    int eight = 0;
+    int eight = tx->needs.eight && (r->ext & RELAY_EXT_8BITMIME);
+    int utf8 =
+        (tx->needs.utf8 || tx->needs.utf8h) && (r->ext & RELAY_EXT_SMTPUTF8);
 
     if (i == 0) {
         if (r->ext & RELAY_EXT_SIZE)
             snprintf(size, sizeof(size), " SIZE=%zu", m->len);
-        if (r->ext & RELAY_EXT_8BITMIME) {
-            for (size_t k = 0; k < m->len && !eight; k++)
-                eight = (unsigned char)m->data[k] >= 0x80;
-        }
-        return relay_cmd(r, "MAIL FROM:<%s>%s%s", m->sender, size,
-                         eight ? " BODY=8BITMIME" : "");
+        return relay_cmd(r, "MAIL FROM:<%s>%s%s%s", m->sender, size,
+                         eight ? " BODY=8BITMIME" : "",
+                         utf8 ? " SMTPUTF8" : "");
     }
     if (i <= m->nrcpt)
         return relay_cmd(r, "RCPT TO:<%s>", m->rcpt[i - 1]);
@@ -776,6 +1059,8 @@ static int relay_transact(struct relay *r, struct relay_tx *tx)
     struct relay_reply rep;
     int clean;
 
+    if (relay_check_needs(r, tx->m, &tx->needs, tx->res) < 0)
+        return 0;
     if (relay_envelope(r, tx) < 0)
         return -1;
     clean = tx->data_sent && tx->data.code == 354 && tx->accepted > 0;
@@ -815,13 +1100,14 @@ static void relay_fail_all(struct relay *r, const struct relay_msg *m,
         if (undecided_only && res[i].code != 0)
             continue;
         res[i].code = 0;
+        res[i].remote = 0;
         snprintf(res[i].dsn, sizeof(res[i].dsn), "%s", r->errdsn);
         snprintf(res[i].text, sizeof(res[i].text), "%s", r->err);
     }
 }
 
-size_t relay_send(struct relay *r, const struct relay_msg *m,
-                  struct relay_rcpt *res)
+size_t relay_send(struct relay *r, const struct relay_dest *d,
+                  const struct relay_msg *m, struct relay_rcpt *res)
 {
     size_t ok = 0;
 
@@ -831,15 +1117,15 @@ size_t relay_send(struct relay *r, const struct relay_msg *m,
         struct relay_tx tx = {.m = m, .res = res};
         int reused = r->fd >= 0;
 
-        if (reused && (r->nmsgs >= RELAY_MAX_MSGS || relay_idle_ms(r) == 0 ||
-                       !relay_alive(r))) {
+        relay_needs(m, &tx.needs);
+        if (reused && (!relay_reusable(r) || !relay_alive(r))) {
             if (relay_alive(r))
                 relay_close(r);
             else
                 relay_drop(r);
             reused = 0;
         }
-        if (r->fd < 0 && relay_open(r) < 0) {
+        if (r->fd < 0 && relay_open(r, d) < 0) {
             relay_fail_all(r, m, res, 0);
             break;
         }
@@ -863,45 +1149,81 @@ size_t relay_send(struct relay *r, const struct relay_msg *m,
     return ok;
 }
 
-struct relay *relay_new(const struct cfg *cfg)
+/* Reads the first line of the AUTH password file. 0 or -1 (logged). */
+static int relay_read_password(struct relay_conf *c, const char *path)
 {
-    struct relay *r = xcalloc(1, sizeof(*r));
+    char buf[RELAY_MAX_PASSWORD + 3];
+    struct stat st;
+    ssize_t n;
+    size_t len;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
-    r->cfg = cfg;
-    r->timeout_ms = cfg->relay_timeout_ms;
-    r->fd = -1;
-    r->qid = "-";
-    snprintf(r->tlsdesc, sizeof(r->tlsdesc), "none");
+    if (fd < 0) {
+        log_error_errno(errno, "relay_auth_password_file %s", path);
+        return -1;
+    }
+    if (fstat(fd, &st) == 0 && (st.st_mode & 0007) != 0)
+        log_warn("relay_auth_password_file %s is readable by everyone", path);
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0) {
+        log_error_errno(errno, "relay_auth_password_file %s", path);
+        return -1;
+    }
+    buf[n] = '\0';
+    len = strcspn(buf, "\r\n");
+    if (len == 0 || len > RELAY_MAX_PASSWORD ||
+        memchr(buf, '\0', len) != NULL) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        log_error("relay_auth_password_file %s: expected one line of 1 to "
+                  "%d octets",
+                  path, RELAY_MAX_PASSWORD);
+        return -1;
+    }
+    buf[len] = '\0';
+    c->auth_pass = xstrdup(buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return 0;
+}
+
+struct relay_conf *relay_conf_new(const struct cfg *cfg)
+{
+    struct relay_conf *c = xcalloc(1, sizeof(*c));
+
+    c->cfg = cfg;
     if (cfg->relay_host[0] != '\0' &&
-        relay_parse_host(cfg->relay_host, r->host, sizeof(r->host), r->port,
-                         sizeof(r->port)) < 0) {
+        relay_parse_host(cfg->relay_host, c->host, sizeof(c->host), c->port,
+                         sizeof(c->port)) < 0) {
         log_error("relay_host %s: expected [host]:port or host:port",
                   cfg->relay_host);
-        free(r);
-        return NULL;
+        goto fail0;
     }
-    snprintf(r->peer, sizeof(r->peer), "%s:%s", r->host, r->port);
+    if (cfg->relay_auth_user[0] != '\0') {
+        if (relay_read_password(c, cfg->relay_auth_password_file) < 0)
+            goto fail0;
+        c->auth_user = xstrdup(cfg->relay_auth_user);
+    }
     if (cfg->relay_tls == CFG_RELAY_TLS_NONE)
-        return r;
-    r->ctx = SSL_CTX_new(TLS_client_method());
-    if (r->ctx == NULL ||
-        SSL_CTX_set_min_proto_version(r->ctx, TLS1_2_VERSION) != 1)
+        return c;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ctx == NULL ||
+        SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION) != 1)
         goto fail;
-    SSL_CTX_set_mode(r->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (cfg->relay_tls == CFG_RELAY_TLS_VERIFY) {
         int ok = cfg->relay_ca_file[0] != '\0'
-                     ? SSL_CTX_load_verify_locations(r->ctx, cfg->relay_ca_file,
+                     ? SSL_CTX_load_verify_locations(c->ctx, cfg->relay_ca_file,
                                                      NULL)
-                     : SSL_CTX_set_default_verify_paths(r->ctx);
+                     : SSL_CTX_set_default_verify_paths(c->ctx);
         if (ok != 1)
             goto fail;
-        SSL_CTX_set_verify(r->ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     } else {
         /* encrypt and may: encryption against passive listeners only;
          * RFC 7435 opportunistic security. */
-        SSL_CTX_set_verify(r->ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
     }
-    return r;
+    return c;
 fail:
     log_error("relay: TLS set-up failed%s%s: %s",
               cfg->relay_ca_file[0] ? " with relay_ca_file " : "",
@@ -910,9 +1232,42 @@ fail:
                   ? ERR_reason_error_string(ERR_peek_last_error())
                   : "unknown error");
     ERR_clear_error();
-    SSL_CTX_free(r->ctx);
-    free(r);
+fail0:
+    relay_conf_free(&c);
     return NULL;
+}
+
+void relay_conf_free(struct relay_conf **cp)
+{
+    struct relay_conf *c = *cp;
+
+    if (c == NULL)
+        return;
+    if (c->auth_pass != NULL) {
+        OPENSSL_cleanse(c->auth_pass, strlen(c->auth_pass));
+        free(c->auth_pass);
+    }
+    free(c->auth_user);
+    SSL_CTX_free(c->ctx);
+    free(c);
+    *cp = NULL;
+}
+
+struct relay *relay_new(const struct relay_conf *conf)
+{
+    struct relay *r = xcalloc(1, sizeof(*r));
+
+    r->conf = conf;
+    r->cfg = conf->cfg;
+    r->timeout_ms = r->cfg->relay_timeout_ms;
+    r->fd = -1;
+    r->qid = "-";
+    snprintf(r->tlsdesc, sizeof(r->tlsdesc), "none");
+    if (conf->host[0] != '\0')
+        snprintf(r->peer, sizeof(r->peer), "%s:%s", conf->host, conf->port);
+    else
+        snprintf(r->peer, sizeof(r->peer), "-");
+    return r;
 }
 
 void relay_close(struct relay *r)
@@ -940,7 +1295,6 @@ void relay_free(struct relay **rp)
     if (r == NULL)
         return;
     relay_close(r);
-    SSL_CTX_free(r->ctx);
     free(r);
     *rp = NULL;
 }
@@ -950,9 +1304,24 @@ const char *relay_peer(const struct relay *r)
     return r->peer;
 }
 
+const char *relay_mta(const struct relay *r)
+{
+    return r->host;
+}
+
 const char *relay_tls(const struct relay *r)
 {
     return r->tlsdesc;
+}
+
+int relay_verified(const struct relay *r)
+{
+    return r->verified;
+}
+
+int relay_connected(const struct relay *r)
+{
+    return r->fd >= 0;
 }
 
 int relay_idle_ms(const struct relay *r)
@@ -965,8 +1334,7 @@ int relay_idle_ms(const struct relay *r)
     return left > 0 ? (int)left : 0;
 }
 
-void relay_tick(struct relay *r)
+int relay_reusable(const struct relay *r)
 {
-    if (r->fd >= 0 && relay_idle_ms(r) == 0)
-        relay_close(r);
+    return r->fd >= 0 && r->nmsgs < RELAY_MAX_MSGS && relay_idle_ms(r) > 0;
 }

@@ -8,9 +8,11 @@
 
 #include "../common/addr.h"
 #include "../common/log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "queue.h"
 #include "smtp_data.h"
+#include "smtp_limit.h"
 #include "smtp_session.h"
 
 /* Allowed before TLS is active. */
@@ -71,7 +73,7 @@ static void smtp_cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c)
     ext[n++] = "ENHANCEDSTATUSCODES";
     /* RFC 3207 4.2: no STARTTLS once TLS is on; RFC 4954 / our policy:
      * AUTH only over TLS. */
-    ext[n++] = s->tls == NULL ? "STARTTLS" : "AUTH PLAIN LOGIN";
+    ext[n++] = s->tls == NULL ? "STARTTLS" : smtp_cmd_scram_mechs(s);
     for (i = 0; i < n; i++) {
         char sep = i + 1 < n ? '-' : ' ';
         if (ext[i] == NULL)
@@ -184,6 +186,7 @@ static void smtp_cmd_mail_reject(struct smtp_session *s, const char *reply,
 
     log_warn("%s: reject code=%.3s reason=\"%s\" from=<%s> member=%s", s->id,
              reply, reason, smtp_cmd_esc(addr, esc), s->member->address);
+    metrics_message(reply, 0);
     smtp_reply(s, "%s", reply);
 }
 
@@ -218,6 +221,12 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
             s, r, addr[0] == '\0' ? "null sender" : "sender not owned", addr);
         return;
     }
+    r = smtp_limit_mail(s);
+    if (r != NULL) {
+        metrics_message(r, 0);
+        smtp_reply(s, "%s", r);
+        return;
+    }
     queue_id_new(s->txn.qid);
     snprintf(s->txn.sender, sizeof(s->txn.sender), "%s", use);
     if (rewritten)
@@ -229,7 +238,7 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 static void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 {
     char addr[SG_MAX_PATH + 1], esc[SMTP_CMD_ESC];
-    const char *params, *err;
+    const char *params, *err, *limit;
 
     if (s->txn.qid[0] == '\0') {
         smtp_reply_error(s, "503 5.5.1 Need MAIL command");
@@ -250,6 +259,11 @@ static void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
                  "to=<%s>",
                  s->txn.qid, smtp_cmd_esc(addr, esc));
         smtp_reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    limit = smtp_limit_rcpt(s);
+    if (limit != NULL) {
+        smtp_reply(s, "%s", limit);
         return;
     }
     smtp_txn_add_rcpt(&s->txn, addr);
@@ -274,6 +288,7 @@ static void smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
         smtp_data_reset(s->data);
     smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     s->state = SMTP_STATE_DATA;
+    smtp_limit_data_start(s);
 }
 
 static void smtp_cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)

@@ -1,6 +1,7 @@
 /* smtp_cmd_auth: the AUTH command (RFC 4954) with SASL PLAIN (RFC 4616)
- * and LOGIN, the check against the store (auth_sqlite, off the loop), the
- * delay before refusing, and the limit of failures per session. */
+ * and LOGIN, the check against the tenant's backend (auth.c, off the
+ * loop), the delay before refusing, and the limit of failures per
+ * session. SCRAM-SHA-256(-PLUS) and EXTERNAL: smtp_cmd_scram.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -8,7 +9,9 @@
 #include "../common/addr.h"
 #include "../common/log.h"
 #include "../common/xalloc.h"
-#include "auth_sqlite.h"
+#include "auth.h"
+#include "metrics.h"
+#include "smtp_limit.h"
 #include "smtp_session.h"
 
 /* base64("Username:") and base64("Password:"), as every LOGIN client
@@ -29,6 +32,7 @@ static void smtp_auth_creds_drop(struct smtp_session *s)
 static void smtp_auth_end(struct smtp_session *s)
 {
     smtp_auth_creds_drop(s);
+    smtp_cmd_scram_abort(s);
     s->auth_step = SMTP_AUTH_NONE;
     if (s->state == SMTP_STATE_AUTH)
         s->state = SMTP_STATE_CMD;
@@ -48,10 +52,14 @@ static void smtp_auth_ask(struct smtp_session *s, enum smtp_auth_step step,
 /* A refusal: counted, logged, answered after the configured delay. */
 static void smtp_auth_fail(struct smtp_session *s, const char *reason)
 {
+    unsigned delay;
+
     s->nauthfail++;
+    metrics_inc(METRIC_AUTH_FAIL);
     log_warn("%s: auth client=[%s] member=%s result=fail reason=\"%s\"", s->id,
              s->client_ip, s->auth_login, reason);
-    smtp_session_wait_auth_delay(s, s->srv->cfg->auth_fail_delay_ms);
+    delay = smtp_limit_auth_failed(s);
+    smtp_session_wait_auth_delay(s, delay);
 }
 
 void smtp_cmd_auth_delay_done(struct smtp_session *s)
@@ -66,6 +74,24 @@ void smtp_cmd_auth_delay_done(struct smtp_session *s)
     smtp_session_resume(s);
 }
 
+void smtp_cmd_auth_refuse(struct smtp_session *s, const char *reason)
+{
+    smtp_auth_fail(s, reason);
+}
+
+void smtp_cmd_auth_accept(struct smtp_session *s, struct db_member *m)
+{
+    m = db_member_shrink(m); /* kept for the session's life */
+    s->member = m;
+    metrics_inc(METRIC_AUTH_OK);
+    smtp_limit_auth_ok(s);
+    log_info("%s: auth client=[%s] member=%s result=ok%s%s", s->id,
+             s->client_ip, m->address, m->auth_via[0] != '\0' ? " " : "",
+             m->auth_via);
+    smtp_session_parse_mode(s, 0); /* SG_MAX_CMD_LINE from now on */
+    smtp_reply(s, "235 2.7.0 Authentication successful");
+}
+
 static void smtp_auth_done(void *arg, int result, const char *reason,
                            struct db_member *m)
 {
@@ -73,11 +99,7 @@ static void smtp_auth_done(void *arg, int result, const char *reason,
 
     s->auth_req = NULL;
     if (result == 1) {
-        s->member = m;
-        log_info("%s: auth client=[%s] member=%s result=ok", s->id,
-                 s->client_ip, m->address);
-        smtp_session_parse_mode(s, 0); /* SG_MAX_CMD_LINE from now on */
-        smtp_reply(s, "235 2.7.0 Authentication successful");
+        smtp_cmd_auth_accept(s, m);
         smtp_session_resume(s);
     } else if (result == 0) {
         smtp_auth_fail(s, reason);
@@ -85,6 +107,7 @@ static void smtp_auth_done(void *arg, int result, const char *reason,
         log_warn("%s: auth client=[%s] member=%s result=tempfail "
                  "reason=\"%s\"",
                  s->id, s->client_ip, s->auth_login, reason);
+        metrics_inc(METRIC_AUTH_TEMPFAIL);
         smtp_reply(s, "454 4.7.0 Temporary authentication failure");
         smtp_session_resume(s);
     }
@@ -100,6 +123,11 @@ static void smtp_auth_check(struct smtp_session *s)
     smtp_session_parse_mode(s, 0);
     log_escape(c->login, strlen(c->login), s->auth_login,
                sizeof(s->auth_login));
+    /* A blocked login or address gets no password check at all. */
+    if (smtp_limit_auth_check(s, c->login) != 0) {
+        smtp_auth_creds_drop(s);
+        return;
+    }
     /* RFC 4616 2: acting for another identity is not offered; naming
      * oneself is fine. */
     if (c->authzid[0] != '\0' && !addr_equal(c->authzid, c->login)) {
@@ -107,13 +135,14 @@ static void smtp_auth_check(struct smtp_session *s)
         smtp_auth_fail(s, "authorization identity differs");
         return;
     }
-    s->auth_req = auth_sqlite_check(s->srv->loop, s->srv->cfg, c->login,
-                                    c->password, smtp_auth_done, s);
+    s->auth_req = auth_check(s->srv->auth, s->id, s->client_ip, c->login,
+                             c->password, smtp_auth_done, s);
     smtp_auth_creds_drop(s);
     if (s->auth_req == NULL) {
         log_warn("%s: auth client=[%s] member=%s result=tempfail "
                  "reason=\"cannot start check\"",
                  s->id, s->client_ip, s->auth_login);
+        metrics_inc(METRIC_AUTH_TEMPFAIL);
         smtp_reply(s, "454 4.7.0 Temporary authentication failure");
         return;
     }
@@ -184,6 +213,13 @@ void smtp_cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
             smtp_auth_login(s, ir, strlen(ir));
         else
             smtp_auth_ask(s, SMTP_AUTH_LOGIN_USER, smtp_auth_prompt_user);
+    } else if (mlen == 13 && strncasecmp(c->arg, "SCRAM-SHA-256", 13) == 0) {
+        smtp_cmd_scram(s, 0, ir);
+    } else if (mlen == 18 &&
+               strncasecmp(c->arg, "SCRAM-SHA-256-PLUS", 18) == 0) {
+        smtp_cmd_scram(s, 1, ir);
+    } else if (mlen == 8 && strncasecmp(c->arg, "EXTERNAL", 8) == 0) {
+        smtp_cmd_external(s, ir);
     } else {
         smtp_reply_error(s, "504 5.5.4 Unrecognized authentication type");
     }
@@ -197,7 +233,9 @@ void smtp_cmd_auth_line(struct smtp_session *s, const struct smtp_cmd *c)
         smtp_reply_error(s, "501 5.0.0 Authentication cancelled");
         return;
     }
-    if (s->auth_step == SMTP_AUTH_PLAIN)
+    if (s->auth_step == SMTP_AUTH_STRONG)
+        smtp_cmd_scram_line(s, c->line, c->line_len);
+    else if (s->auth_step == SMTP_AUTH_PLAIN)
         smtp_auth_plain(s, c->line, c->line_len);
     else
         smtp_auth_login(s, c->line, c->line_len);
@@ -206,8 +244,9 @@ void smtp_cmd_auth_line(struct smtp_session *s, const struct smtp_cmd *c)
 void smtp_cmd_auth_abort(struct smtp_session *s)
 {
     if (s->auth_req != NULL) {
-        auth_sqlite_cancel(s->auth_req);
+        auth_cancel(s->auth_req);
         s->auth_req = NULL;
     }
     smtp_auth_creds_drop(s);
+    smtp_cmd_scram_abort(s);
 }

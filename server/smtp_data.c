@@ -7,13 +7,16 @@
  *
  * Decisions the RFCs leave to us, in one place:
  * - Line ends: CRLF, or a bare LF, which is stored as CRLF. A CR not
- *   followed by LF is content and kept as is.
- * - End of data: a line of a single "." whose own line end is of the same
- *   kind as the one before it: "<CRLF>.<CRLF>" (RFC 5321 4.1.1.4), or
- *   "<LF>.<LF>" for clients that end every line with a bare LF. Mixed forms
- *   ("<CRLF>.<LF>", "<LF>.<CRLF>") are not an end (they are the material of
- *   SMTP smuggling) and are kept as a line ".". At the start of the data
- *   either form ends it.
+ *   followed by LF, and a NUL, are refused (SMTP_DATA_BAD_OCTET, RFC 5322
+ *   2.3 and RFC 6152 allow neither): a later hop could take a bare CR for
+ *   a line end ("<CR>.<CR>" smuggling, a header hidden in another), and
+ *   no signature should cover octets that hops treat differently.
+ * - End of data: only "<CRLF>.<CRLF>" (RFC 5321 4.1.1.4): a line of a
+ *   single "." ended by CRLF, after a line ended by CRLF (or first in the
+ *   data). Every other form ("<LF>.<LF>", "<CRLF>.<LF>", "<LF>.<CRLF>")
+ *   is the material of SMTP smuggling — a hop before us may have passed it
+ *   on as content — and is kept as a line "." (which the relay sends on
+ *   dot-stuffed, as content).
  * - Header section: a field starts with a line that is not blank and has a
  *   ':'; its name (the octets before the first ':') must be non-empty
  *   printable ASCII (RFC 5322 2.2: %d33-126 without ':'; the obsolete space
@@ -306,7 +309,7 @@ static void smtp_data_eol(struct smtp_data *d, enum smtp_data_eol eol)
 /* A "." line ended with eol: either the end of data, or a line ".". */
 static void smtp_data_dot_line(struct smtp_data *d, enum smtp_data_eol eol)
 {
-    if (d->eol == SMTP_DATA_EOL_NONE || d->eol == eol) {
+    if (eol == SMTP_DATA_EOL_CRLF && d->eol != SMTP_DATA_EOL_LF) {
         if (d->phase == SMTP_DATA_P_HEADER)
             d->body_off = d->msg_len;
         d->state = SMTP_DATA_S_END;
@@ -326,6 +329,8 @@ static size_t smtp_data_span(struct smtp_data *d, const char *s, size_t n)
 
     if (cr != NULL)
         upto = (size_t)(cr - s);
+    if (memchr(s, '\0', upto) != NULL)
+        smtp_data_fail(d, SMTP_DATA_BAD_OCTET);
     smtp_data_put(d, s, upto);
     return upto;
 }
@@ -354,7 +359,7 @@ static size_t smtp_data_step(struct smtp_data *d, const char *buf, size_t n)
             smtp_data_dot_line(d, SMTP_DATA_EOL_CRLF);
             return 1;
         }
-        smtp_data_put(d, "\r", 1); /* ".<CR>x": the dot goes */
+        smtp_data_fail(d, SMTP_DATA_BAD_OCTET); /* ".<CR>x" */
         d->state = SMTP_DATA_S_IN_LINE;
         return 0;
     case SMTP_DATA_S_IN_LINE:
@@ -370,7 +375,7 @@ static size_t smtp_data_step(struct smtp_data *d, const char *buf, size_t n)
             smtp_data_eol(d, SMTP_DATA_EOL_CRLF);
             return 1;
         }
-        smtp_data_put(d, "\r", 1); /* a bare CR is content */
+        smtp_data_fail(d, SMTP_DATA_BAD_OCTET); /* a bare CR */
         d->state = SMTP_DATA_S_IN_LINE;
         return 0;
     case SMTP_DATA_S_END:
@@ -411,6 +416,8 @@ const char *smtp_data_error_reply(enum smtp_data_err e)
         return "552 5.3.4 Header section too big";
     case SMTP_DATA_BAD_HEADER:
         return "554 5.6.0 Malformed header field";
+    case SMTP_DATA_BAD_OCTET:
+        return "554 5.6.0 Message contains a NUL or a CR without LF";
     }
     return NULL;
 }
@@ -441,6 +448,27 @@ char *smtp_data_steal(struct smtp_data *d, size_t *len_r)
     d->msg = NULL;
     smtp_data_reset(d);
     return msg;
+}
+
+int smtp_data_remove_header(struct smtp_data *d, size_t i)
+{
+    struct smtp_header *h;
+    size_t start, cut, j;
+
+    if (d->state != SMTP_DATA_S_END || d->err != SMTP_DATA_OK || i >= d->nhdr)
+        return -1;
+    h = &d->hdr[i];
+    start = h->off;
+    cut = h->len + 2; /* with its CRLF */
+    memmove(d->msg + start, d->msg + start + cut, d->msg_len - start - cut);
+    d->msg_len -= cut;
+    d->body_off -= cut;
+    for (j = i + 1; j < d->nhdr; j++) {
+        d->hdr[j - 1] = d->hdr[j];
+        d->hdr[j - 1].off -= cut;
+    }
+    d->nhdr--;
+    return 0;
 }
 
 int smtp_data_replace_header(struct smtp_data *d, size_t i,

@@ -1,7 +1,8 @@
 /* smtp_data: incremental reader of the DATA section (RFC 5321 4.1.1.4,
- * 4.5.2). Removes dot-stuffing, detects the end "<CRLF>.<CRLF>", turns
- * bare LF into CRLF, and stores the message (CRLF lines) in a buffer bounded
- * by max_size. Meanwhile it splits the header section into fields and
+ * 4.5.2). Removes dot-stuffing, detects the end "<CRLF>.<CRLF>" (no other
+ * form), turns bare LF into CRLF, refuses a bare CR or a NUL anywhere, and
+ * stores the message (CRLF lines) in a buffer bounded by max_size.
+ * Meanwhile it splits the header section into fields and
  * enforces SG_MAX_HEADER_COUNT, SG_MAX_HEADER_FIELD, SG_MAX_HEADER_SECTION
  * and SG_MAX_TEXT_LINE. On a bound it keeps reading (discarding) until the
  * end of data, so that the session can answer and stay in sync. Loop
@@ -17,7 +18,8 @@ enum smtp_data_err {
     SMTP_DATA_LINE_TOO_LONG, /* 552 5.3.4 (998 octets, RFC 5322 2.1.1) */
     SMTP_DATA_TOO_MANY_HEADERS,
     SMTP_DATA_HEADER_TOO_BIG,
-    SMTP_DATA_BAD_HEADER, /* 554 5.6.0: bad field name, NUL */
+    SMTP_DATA_BAD_HEADER, /* 554 5.6.0: bad field name */
+    SMTP_DATA_BAD_OCTET,  /* 554 5.6.0: NUL, or CR not before LF */
 };
 
 struct smtp_header {
@@ -52,6 +54,9 @@ size_t smtp_data_body_offset(const struct smtp_data *d);
 /* Takes the message buffer away (caller frees with free()); the reader is
  * reset. */
 char *smtp_data_steal(struct smtp_data *d, size_t *len_r);
+/* Removes header i and its CRLF from the stored message; the fields
+ * after it move down one index. 0 or -1 (no such field). */
+int smtp_data_remove_header(struct smtp_data *d, size_t i);
 /* Replaces header i by new_field (a complete field without final CRLF) in
  * the stored message, e.g. to rewrite From:. 0 or -1 (size bound). */
 int smtp_data_replace_header(struct smtp_data *d, size_t i,

@@ -1,10 +1,11 @@
 /* smtp_parse: incremental SMTP command reader. See smtp_parse.h.
  *
- * The line buffer is allocated once, in _new(), with room for the largest
- * bound the session will ever set (SG_MAX_AUTH_LINE, or max_line if that is
- * larger); _set_max() only moves the bound enforced inside that buffer, so
- * the parser never grows. A bound counts every octet of the line including
- * its CRLF (RFC 5321 4.5.3.1.4 counts the CRLF in the 512 octets).
+ * The line buffer has the size of the bound in force for the line being
+ * read; _set_max() takes effect at the next line, which is when the buffer
+ * is made again at the new size (never larger than SG_MAX_AUTH_LINE, or
+ * max_line if that is larger). Input never makes it grow. A bound counts every
+ * octet of the line including its CRLF (RFC 5321 4.5.3.1.4 counts the CRLF in
+ * the 512 octets).
  *
  * Input handling is split between the parser and its caller: the parser
  * keeps the bytes of the line in progress (smtp_parse_pending() counts
@@ -39,7 +40,8 @@ enum smtp_parse_state {
 
 struct smtp_parse {
     char *buf;    /* owned: cap + 1 octets (line and its NUL) */
-    size_t cap;   /* largest bound allowed, fixed at _new() */
+    size_t cap;   /* octets at buf: the bound of the line in progress */
+    size_t limit; /* largest bound allowed, fixed at _new() */
     size_t max;   /* bound for the line in progress */
     size_t next;  /* bound for the lines after it (_set_max()) */
     size_t len;   /* octets of the current line in buf (CR included) */
@@ -71,8 +73,8 @@ static size_t smtp_parse_clamp(const struct smtp_parse *p, size_t max_line)
 {
     if (max_line < SMTP_PARSE_MIN_LINE)
         return SMTP_PARSE_MIN_LINE;
-    if (max_line > p->cap)
-        return p->cap;
+    if (max_line > p->limit)
+        return p->limit;
     return max_line;
 }
 
@@ -80,10 +82,11 @@ struct smtp_parse *smtp_parse_new(size_t max_line)
 {
     struct smtp_parse *p = xcalloc(1, sizeof(*p));
 
-    p->cap = max_line > SG_MAX_AUTH_LINE ? max_line : SG_MAX_AUTH_LINE;
-    p->buf = xmalloc(p->cap + 1);
+    p->limit = max_line > SG_MAX_AUTH_LINE ? max_line : SG_MAX_AUTH_LINE;
     p->max = smtp_parse_clamp(p, max_line);
     p->next = p->max;
+    p->cap = p->max;
+    p->buf = xmalloc(p->cap + 1);
     p->state = SMTP_PARSE_LINE;
     return p;
 }
@@ -236,6 +239,14 @@ static int smtp_parse_end_line(struct smtp_parse *p, struct smtp_cmd **cmd_r,
         p->len--;
     p->buf[p->len] = '\0';
     smtp_parse_next_line(p);
+    /* Any other CR is bare (RFC 5321 2.3.8): refused, so that no CR from a
+     * command can reach a header or a log line. */
+    if (memchr(p->buf, '\r', p->len) != NULL) {
+        explicit_bzero(p->buf, p->len);
+        p->len = 0;
+        *err_r = err_bad_char;
+        return -1;
+    }
     p->returned = 1;
     err = smtp_parse_split(p);
     if (err != NULL) {
@@ -258,6 +269,15 @@ int smtp_parse_feed(struct smtp_parse *p, const char *buf, size_t len,
         explicit_bzero(p->buf, p->len + 1);
         p->len = 0;
         p->returned = 0;
+    }
+    if (p->seen == 0 && p->cap != p->max) {
+        /* A line starts under a new bound: the buffer takes its size, so
+         * that a session holds 12 KiB only during an AUTH exchange. The
+         * old one may have held a password. */
+        explicit_bzero(p->buf, p->cap + 1);
+        free(p->buf);
+        p->cap = p->max;
+        p->buf = xmalloc(p->cap + 1);
     }
     while (off < len) {
         const char *s = buf + off;

@@ -1,9 +1,9 @@
 /* smtp_parse: incremental SMTP command reader (RFC 5321 4.1, 2.3.8).
- * Input may arrive split anywhere. The line buffer is allocated once, at
- * SG_MAX_AUTH_LINE (the longest line the session ever accepts), and never
- * grows; the bound in force is the max_line given to _new(), which the
- * session lowers (before AUTH) or raises (AUTH responses) with _set_max().
- * Loop thread only. */
+ * Input may arrive split anywhere. The bound in force is the max_line
+ * given to _new(), which the session lowers (before AUTH) or raises (AUTH
+ * responses) with _set_max(); the line buffer has the size of that bound,
+ * at most SG_MAX_AUTH_LINE (the longest line the session ever accepts), and
+ * input never makes it grow. Loop thread only. */
 #ifndef SG_SMTP_PARSE_H
 #define SG_SMTP_PARSE_H
 
@@ -51,8 +51,8 @@ void smtp_parse_set_raw(struct smtp_parse *p, int raw);
  * the next call); 0: need more; -1: bound or syntax error, reply text in
  * *err_r (e.g. "500 5.5.2 Line too long"); after a too-long line the
  * parser skips to the next LF by itself and may be fed again. A bare LF
- * ends a line too (RFC 5321 2.3.8 asks for CRLF; a NUL byte is an error).
- */
+ * ends a line too (RFC 5321 2.3.8 asks for CRLF); a NUL or a CR that is not
+ * right before the LF is an error ("500 5.5.2 Bad character in command"). */
 int smtp_parse_feed(struct smtp_parse *p, const char *buf, size_t len,
                     size_t *used_r, struct smtp_cmd **cmd_r,
                     const char **err_r);

@@ -13,7 +13,9 @@
 
 #include "../common/log.h"
 #include "../common/xalloc.h"
+#include "metrics.h"
 #include "smtp_data.h"
+#include "smtp_limit.h"
 #include "tls.h"
 
 /* One uv_write with its own copy of the octets, freed in the callback. */
@@ -174,6 +176,7 @@ static void session_free(struct smtp_session *s)
 {
     struct smtp_server *srv = s->srv;
 
+    smtp_limit_disconnect(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -185,7 +188,7 @@ static void session_free(struct smtp_session *s)
     smtp_parse_free(&s->parse);
     smtp_data_free(&s->data);
     tls_conn_free(&s->tls);
-    free(s->cbuf);
+    free(s->inbuf);
     free(s->member);
     free(s);
 }
@@ -276,11 +279,19 @@ void smtp_session_stop(struct smtp_session *s)
 
 /* ---- timers and waiting ---------------------------------------------- */
 
+/* The clock for the next command line (smtp_limit.c picks it): restarted
+ * when a line is complete, not by octets that dribble in. */
 static void session_idle_timer(struct smtp_session *s)
 {
     s->timer_use = SMTP_TIMER_IDLE;
-    uv_timer_start(&s->timer, session_on_timer, s->srv->cfg->smtp_timeout_ms,
-                   0);
+    uv_timer_start(&s->timer, session_on_timer, smtp_limit_cmd_timeout(s), 0);
+}
+
+void smtp_session_set_timer(struct smtp_session *s, enum smtp_timer_use use,
+                            unsigned ms, unsigned repeat)
+{
+    s->timer_use = use;
+    uv_timer_start(&s->timer, session_on_timer, ms, repeat);
 }
 
 static void session_on_timer(uv_timer_t *t)
@@ -298,6 +309,9 @@ static void session_on_timer(uv_timer_t *t)
         break;
     case SMTP_TIMER_CLOSE:
         session_abort(s);
+        break;
+    case SMTP_TIMER_DATA:
+        smtp_limit_data_tick(s);
         break;
     }
 }
@@ -323,7 +337,9 @@ void smtp_session_resume(struct smtp_session *s)
 {
     if (s->closed || s->state == SMTP_STATE_CLOSING)
         return;
-    s->state = SMTP_STATE_CMD;
+    /* a multi-step AUTH exchange (SCRAM) goes on after its lookup */
+    s->state =
+        s->auth_step != SMTP_AUTH_NONE ? SMTP_STATE_AUTH : SMTP_STATE_CMD;
     if (s->srv->stopping) {
         smtp_session_close(s, "421 4.3.2 Service shutting down");
         return;
@@ -344,18 +360,26 @@ void smtp_session_parse_mode(struct smtp_session *s, int raw)
 
 /* ---- input ----------------------------------------------------------- */
 
+/* The plaintext buffer, made when input arrives. */
+static char *session_inbuf(struct smtp_session *s)
+{
+    if (s->inbuf == NULL)
+        s->inbuf = xmalloc(SMTP_INBUF_SIZE);
+    return s->inbuf;
+}
+
 static void session_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct smtp_session *s = h->data;
 
     (void)hint;
     if (s->tls != NULL) {
-        *buf = uv_buf_init(s->cbuf, SMTP_INBUF_SIZE);
+        *buf = uv_buf_init(s->srv->tls_rbuf, SMTP_INBUF_SIZE);
         return;
     }
     if (s->inoff == s->inlen)
         s->inoff = s->inlen = 0;
-    *buf = uv_buf_init(s->inbuf + s->inlen,
+    *buf = uv_buf_init(session_inbuf(s) + s->inlen,
                        (unsigned)(SMTP_INBUF_SIZE - s->inlen));
 }
 
@@ -406,7 +430,7 @@ static void session_tls_check_ready(struct smtp_session *s)
  * 0 if TLS needs more from the peer or the session ended. */
 static int session_tls_pull(struct smtp_session *s)
 {
-    int n = tls_conn_read(s->tls, s->inbuf, SMTP_INBUF_SIZE);
+    int n = tls_conn_read(s->tls, session_inbuf(s), SMTP_INBUF_SIZE);
 
     session_send_tls_output(s);
     if (s->closed)
@@ -444,6 +468,8 @@ static void session_feed_cmd(struct smtp_session *s)
     rc = smtp_parse_feed(s->parse, s->inbuf + s->inoff, s->inlen - s->inoff,
                          &used, &cmd, &err);
     s->inoff += used;
+    if (rc != 0)
+        session_idle_timer(s); /* a line is complete */
     if (rc == 1) {
         if (s->state == SMTP_STATE_AUTH) {
             smtp_cmd_auth_line(s, cmd);
@@ -472,6 +498,7 @@ static void session_feed_data(struct smtp_session *s)
     if (smtp_data_feed(s->data, s->inbuf + s->inoff, s->inlen - s->inoff,
                        &used) == 1) {
         s->inoff += used;
+        session_idle_timer(s);
         smtp_txn_data_end(s);
         return;
     }
@@ -500,6 +527,13 @@ static void session_process(struct smtp_session *s)
         return;
     session_flush(s);
     session_update_reading(s);
+    /* Most sessions wait for their client most of the time: they keep no
+     * input buffer meanwhile. */
+    if (!s->closed && s->inoff == s->inlen) {
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inoff = s->inlen = 0;
+    }
 }
 
 static void session_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -520,7 +554,11 @@ static void session_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (s->state == SMTP_STATE_CLOSING)
         return;
-    session_idle_timer(s);
+    if (s->state == SMTP_STATE_DATA) {
+        smtp_limit_data_read(s, (size_t)n);
+        if (s->state == SMTP_STATE_CLOSING)
+            return;
+    }
     if (s->tls != NULL)
         tls_conn_feed(s->tls, buf->base, (size_t)n);
     else
@@ -551,7 +589,6 @@ void smtp_session_start_tls(struct smtp_session *s)
     s->helo[0] = '\0';
     smtp_txn_reset(&s->txn);
     s->tls = tls_conn_new(s->srv->tls_ctx);
-    s->cbuf = xmalloc(SMTP_INBUF_SIZE);
 }
 
 /* ---- start ----------------------------------------------------------- */
@@ -615,6 +652,7 @@ int smtp_session_start(struct smtp_server *srv, uv_stream_t *listener,
         s->next->prev = s;
     srv->sessions = s;
     srv->nsessions++;
+    metrics_inc(METRIC_CONNECTIONS);
     s->listener = listener_name;
     session_new_id(s);
     session_peer_name(s);
@@ -623,10 +661,11 @@ int smtp_session_start(struct smtp_server *srv, uv_stream_t *listener,
     uv_tcp_nodelay(&s->tcp, 1);
     log_info("%s: connect client=%s listener=%s", s->id, s->client,
              listener_name);
+    if (smtp_limit_connect(s, implicit_tls) != 0)
+        return 0;
     s->parse = smtp_parse_new(SG_MAX_PREAUTH_LINE);
     if (implicit_tls) {
         s->tls = tls_conn_new(srv->tls_ctx);
-        s->cbuf = xmalloc(SMTP_INBUF_SIZE);
     }
     s->state = SMTP_STATE_CMD;
     smtp_reply(s, "220 %s ESMTP subgate", srv->cfg->hostname);

@@ -27,6 +27,7 @@
 #include "../common/limits.h"
 #include "queue.h"
 #include "smtp_auth.h"
+#include "smtp_limit.h"
 #include "smtp_parse.h"
 
 struct smtp_session;
@@ -35,11 +36,17 @@ struct smtp_session;
 struct smtp_server {
     uv_loop_t *loop;               /* borrowed */
     const struct cfg *cfg;         /* borrowed */
-    SSL_CTX *tls_ctx;              /* borrowed */
+    SSL_CTX *tls_ctx;              /* borrowed; replaced on SIGHUP */
+    struct ratelimit *rl;          /* owned by smtpd: abuse counters */
     char *signer_sock;             /* owned by smtpd: <run_dir>/signer.sock */
+    struct auth *auth;             /* owned by smtpd: AUTH checks, cache */
     struct smtp_session *sessions; /* live sessions (list head) */
     unsigned nsessions;            /* length of that list */
     int stopping;                  /* 1 after SIGTERM */
+    /* Owned by smtpd: SMTP_INBUF_SIZE octets into which every TLS session
+     * reads ciphertext; libuv runs the read callback, which hands it to
+     * the TLS engine, right after it got the buffer. */
+    char *tls_rbuf;
 };
 
 /* Accepts the pending connection of listener (named listener_name, which
@@ -87,12 +94,14 @@ enum smtp_auth_step {
     SMTP_AUTH_PLAIN,      /* sent "334 ", waiting for the PLAIN response */
     SMTP_AUTH_LOGIN_USER, /* sent the Username: prompt */
     SMTP_AUTH_LOGIN_PASS, /* sent the Password: prompt */
+    SMTP_AUTH_STRONG,     /* SCRAM or EXTERNAL: smtp_cmd_scram.c */
 };
 
 enum smtp_timer_use {
     SMTP_TIMER_IDLE,       /* client idle timeout */
     SMTP_TIMER_AUTH_DELAY, /* before answering a failed AUTH */
     SMTP_TIMER_CLOSE,      /* bound on getting the last reply out */
+    SMTP_TIMER_DATA,       /* DATA: data_timeout and min_data_rate */
 };
 
 struct signer_req;
@@ -112,6 +121,7 @@ struct smtp_txn {
     uv_work_t work;              /* queue_commit in the pool */
     struct queue_env env;        /* env.rcpt borrows rcpt */
     int commit_rc;               /* queue_commit's result */
+    uint64_t metrics_t0;         /* uv_hrtime() when signing was asked */
 };
 
 struct smtp_session {
@@ -130,25 +140,28 @@ struct smtp_session {
     enum smtp_greeting greeting;
     enum smtp_auth_step auth_step;
     enum smtp_timer_use timer_use;
-    int reading;                 /* uv_read_start is in effect */
-    int out_blocked;             /* too much unsent output */
-    int closed;                  /* handles are being closed */
-    int tls_logged;              /* handshake done and logged */
-    struct tls_conn *tls;        /* owned, NULL until TLS starts */
-    char *cbuf;                  /* owned: ciphertext read buffer */
-    struct smtp_parse *parse;    /* owned */
-    struct smtp_data *data;      /* owned, made at the first DATA */
-    char inbuf[SMTP_INBUF_SIZE]; /* plaintext not yet processed */
+    int reading;              /* uv_read_start is in effect */
+    int out_blocked;          /* too much unsent output */
+    int closed;               /* handles are being closed */
+    int tls_logged;           /* handshake done and logged */
+    struct tls_conn *tls;     /* owned, NULL until TLS starts */
+    struct smtp_parse *parse; /* owned */
+    struct smtp_data *data;   /* owned, made at the first DATA */
+    /* Owned: plaintext not yet processed, SMTP_INBUF_SIZE octets; freed
+     * once all of it is processed, so that an idle session holds none. */
+    char *inbuf;
     size_t inoff, inlen;
     char out[SMTP_OUTBUF_SIZE]; /* replies not yet written */
     size_t outlen;
     unsigned ncmds, nmsgs, nbad, nauthfail;
-    char helo[SMTP_HELO_MAX + 1];     /* sanitized greeting argument */
-    struct db_member *member;         /* owned, NULL until AUTH succeeds */
-    struct auth_sqlite_req *auth_req; /* in flight, borrowed (cancel) */
-    struct smtp_auth_creds *creds;    /* owned during an AUTH exchange */
+    char helo[SMTP_HELO_MAX + 1];  /* sanitized greeting argument */
+    struct db_member *member;      /* owned, NULL until AUTH succeeds */
+    struct auth_req *auth_req;     /* in flight, borrowed (cancel) */
+    struct smtp_auth_creds *creds; /* owned during an AUTH exchange */
+    struct smtp_strong *strong;    /* owned during SCRAM / EXTERNAL */
     char auth_login[4 * SG_LOG_MAX_PEER_TEXT + 4]; /* escaped, for logs */
     struct smtp_txn txn;
+    struct smtp_limit_state lim; /* smtp_limit.c */
 };
 
 /* The id to start a log line with: the queue id once the transaction has
@@ -181,6 +194,10 @@ void smtp_session_start_tls(struct smtp_session *s);
 /* A signer request or queue work that refers to s ended: frees s if it is
  * closed and nothing else refers to it. 1 if s was freed. */
 int smtp_session_release(struct smtp_session *s);
+/* (Re)starts the session timer for use: first after ms, then every
+ * repeat ms (0: once). */
+void smtp_session_set_timer(struct smtp_session *s, enum smtp_timer_use use,
+                            unsigned ms, unsigned repeat);
 /* Sets the parser for the next line: raw AUTH response lines up to
  * SG_MAX_AUTH_LINE (raw = 1), or commands with the bound for the
  * session's authentication state (raw = 0). */
@@ -197,6 +214,27 @@ void smtp_cmd_auth_line(struct smtp_session *s, const struct smtp_cmd *cmd);
 void smtp_cmd_auth_delay_done(struct smtp_session *s);
 /* The session closes: cancels a running check and wipes credentials. */
 void smtp_cmd_auth_abort(struct smtp_session *s);
+/* For mechanisms handled elsewhere (smtp_cmd_scram.c), once their
+ * exchange is over (auth_step SMTP_AUTH_NONE). _accept: the member (m,
+ * taken) is authenticated: logged (with m->auth_via), counted, 235 sent;
+ * the caller resumes the session if it waited. _refuse: as a wrong
+ * password (counted, logged, 535 after the delay; the session waits). */
+void smtp_cmd_auth_accept(struct smtp_session *s, struct db_member *m);
+void smtp_cmd_auth_refuse(struct smtp_session *s, const char *reason);
+
+/* smtp_cmd_scram.c: AUTH SCRAM-SHA-256[-PLUS] and EXTERNAL */
+struct smtp_strong;
+/* The AUTH keyword's mechanisms for EHLO (static text). */
+const char *smtp_cmd_scram_mechs(const struct smtp_session *s);
+/* AUTH SCRAM-SHA-256 (plus 0) or SCRAM-SHA-256-PLUS (plus 1); ir is the
+ * initial response or NULL. */
+void smtp_cmd_scram(struct smtp_session *s, int plus, const char *ir);
+/* AUTH EXTERNAL with initial response ir or NULL. */
+void smtp_cmd_external(struct smtp_session *s, const char *ir);
+/* A response line while auth_step is SMTP_AUTH_STRONG. */
+void smtp_cmd_scram_line(struct smtp_session *s, const char *line, size_t len);
+/* Ends the exchange: cancels its lookup, wipes its state. Idempotent. */
+void smtp_cmd_scram_abort(struct smtp_session *s);
 
 /* smtp_txn.c */
 /* Adds a recipient (copied). */

@@ -12,8 +12,10 @@
 #include "../common/xalloc.h"
 #include "policy.h"
 #include "queue.h"
+#include "metrics.h"
 #include "signer_client.h"
 #include "smtp_data.h"
+#include "smtp_limit.h"
 #include "smtp_session.h"
 
 #define TXN_ESC (4 * SG_LOG_MAX_PEER_TEXT + 4)
@@ -59,6 +61,7 @@ static const char *txn_esc(const char *in, char *out)
 static void txn_finish(struct smtp_session *s, const char *reply,
                        int in_handler)
 {
+    metrics_message(reply, s->txn.metrics_t0);
     smtp_reply(s, "%s", reply);
     smtp_txn_reset(&s->txn);
     if (in_handler)
@@ -179,6 +182,7 @@ static void txn_signed(void *arg, int status, const char *sig, size_t siglen,
         smtp_session_release(s);
         return;
     }
+    metrics_signatures(sig, siglen);
     /* Signature fields end in CRLF (signer_proto.h); make sure the
      * message still starts on a line of its own. */
     extra = siglen > 0 && sig[siglen - 1] != '\n' ? 2 : 0;
@@ -230,10 +234,42 @@ static int txn_check_from(struct smtp_session *s, char *domain,
         log_info("%s: from rewritten from=<%s> to=<%s>", t->qid,
                  txn_esc(pf.addr, esc), txn_esc(pf.use, esc2));
     }
-    if (policy_dkim_domain(pf.use, domain, domainlen) != 0) {
+    if (policy_sign_domain(s->member, pf.use, domain, domainlen) != 0) {
         txn_reject(s, "550 5.7.1 From: address has no domain to sign for",
                    "from without domain");
         return -1;
+    }
+    return 0;
+}
+
+/* Sender:, Resent-From:, Resent-Sender: must be the member's: otherwise
+ * the message is refused, or with remove_foreign_sender such fields are
+ * removed before signing. 0 if the message may go on; -1 if it has been
+ * answered. */
+static int txn_check_ident(struct smtp_session *s)
+{
+    char reply[POLICY_REPLY_MAX], found[SG_MAX_PATH + 1], esc[TXN_ESC];
+    const struct smtp_header *h;
+    const char *msg, *r;
+    size_t len, nh, i;
+
+    msg = smtp_data_message(s->data, &len);
+    h = smtp_data_headers(s->data, &nh);
+    for (i = nh; i-- > 0;) {
+        r = policy_check_ident_field(s->member, msg, len, &h[i], found,
+                                     sizeof(found), reply, sizeof(reply));
+        if (r == NULL)
+            continue;
+        if (!s->srv->cfg->remove_foreign_sender) {
+            txn_reject(s, r, "sender field not owned");
+            return -1;
+        }
+        log_info("%s: header removed field=%.*s address=<%s>", s->txn.qid,
+                 (int)h[i].name_len, msg + h[i].off, txn_esc(found, esc));
+        if (smtp_data_remove_header(s->data, i) != 0)
+            log_panic("%s: header %zu vanished", s->txn.qid, i);
+        msg = smtp_data_message(s->data, &len);
+        h = smtp_data_headers(s->data, &nh);
     }
     return 0;
 }
@@ -243,6 +279,7 @@ void smtp_txn_data_end(struct smtp_session *s)
     struct smtp_txn *t = &s->txn;
     enum smtp_data_err e = smtp_data_error(s->data);
     char domain[SG_MAX_DOMAIN + 1], esc[TXN_ESC];
+    const char *r;
     size_t len;
 
     smtp_data_message(s->data, &len);
@@ -253,9 +290,16 @@ void smtp_txn_data_end(struct smtp_session *s)
         txn_reject(s, smtp_data_error_reply(e), smtp_data_error_reply(e) + 10);
         return;
     }
-    if (txn_check_from(s, domain, sizeof(domain)) != 0)
+    if (txn_check_ident(s) != 0 ||
+        txn_check_from(s, domain, sizeof(domain)) != 0)
         return;
+    r = smtp_limit_data_end(s);
+    if (r != NULL) {
+        txn_finish(s, r, 1);
+        return;
+    }
     t->msg = smtp_data_steal(s->data, &t->msglen);
+    t->metrics_t0 = uv_hrtime();
     t->sign_req = signer_client_sign(
         s->srv->loop, s->srv->signer_sock, t->qid, domain, t->msg, t->msglen,
         s->srv->cfg->signer_timeout_ms, txn_signed, s);

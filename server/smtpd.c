@@ -11,6 +11,9 @@
 #include "../common/log.h"
 #include "../common/signer_proto.h"
 #include "../common/xalloc.h"
+#include "metrics.h"
+#include "auth.h"
+#include "ratelimit.h"
 #include "smtp_session.h"
 #include "tls.h"
 
@@ -30,6 +33,7 @@ struct smtpd {
     struct smtpd_lsock *ls; /* owned, nls entries */
     size_t nls;
     uv_signal_t sig_term, sig_int, sig_hup;
+    struct metrics_http *metrics; /* owned; NULL: no endpoint */
 };
 
 /* A connection over max_sessions: one reply, then close. */
@@ -90,6 +94,7 @@ static void smtpd_on_connection(uv_stream_t *server, int status)
     if (d->srv.stopping)
         return;
     if (d->srv.nsessions >= d->srv.cfg->max_sessions) {
+        metrics_inc(METRIC_CONNECTIONS_REFUSED);
         smtpd_reject_busy(ls);
         return;
     }
@@ -110,6 +115,7 @@ static void smtpd_stop(struct smtpd *d)
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    metrics_http_stop(&d->metrics);
     /* Sessions are freed from close callbacks only, never in here. */
     for (s = d->srv.sessions; s != NULL; s = next) {
         next = s->next;
@@ -117,12 +123,34 @@ static void smtpd_stop(struct smtpd *d)
     }
 }
 
+/* SIGHUP: loads tls_cert and tls_key again into a new context, which new
+ * sessions get; sessions already running keep the context they started
+ * with (each holds a reference). A file that cannot be loaded keeps the
+ * old context. */
+static void smtpd_reload_tls(struct smtpd *d)
+{
+    const struct cfg *cfg = d->srv.cfg;
+    char err[512];
+    SSL_CTX *ctx;
+
+    ctx = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err));
+    if (ctx == NULL) {
+        log_error("smtpd: tls reload failed, keeping the old certificate: %s",
+                  err);
+        return;
+    }
+    tls_server_ctx_free(&d->srv.tls_ctx);
+    d->srv.tls_ctx = ctx;
+    log_info("smtpd: tls certificate reloaded cert=%s sessions=%u",
+             cfg->tls_cert, d->srv.nsessions);
+}
+
 static void smtpd_on_signal(uv_signal_t *h, int signum)
 {
     struct smtpd *d = h->data;
 
     if (signum == SIGHUP) {
-        log_info("smtpd: reload not supported yet; restart to apply");
+        smtpd_reload_tls(d);
         return;
     }
     smtpd_stop(d);
@@ -191,7 +219,11 @@ static int smtpd_signals(struct smtpd *d)
 
 static void smtpd_free(struct smtpd *d)
 {
+    ratelimit_free(&d->srv.rl);
+    auth_free(&d->srv.auth);
+    tls_server_ctx_free(&d->srv.tls_ctx);
     free(d->srv.signer_sock);
+    free(d->srv.tls_rbuf);
     free(d->ls);
     free(d);
 }
@@ -199,6 +231,7 @@ static void smtpd_free(struct smtpd *d)
 int smtpd_main(const struct cfg *cfg, const struct smtpd_listener *ls,
                size_t nls)
 {
+    struct ratelimit_limits lim;
     struct smtpd *d;
     SSL_CTX *ctx;
     char err[512];
@@ -223,12 +256,16 @@ int smtpd_main(const struct cfg *cfg, const struct smtpd_listener *ls,
     d->srv.cfg = cfg;
     d->srv.tls_ctx = ctx;
     d->srv.signer_sock = xasprintf("%s/%s", cfg->run_dir, SIGNER_SOCKET_NAME);
+    d->srv.tls_rbuf = xmalloc(SMTP_INBUF_SIZE);
+    d->srv.auth = auth_new(&d->loop, cfg);
+    ratelimit_limits_from_cfg(cfg, &lim);
+    d->srv.rl = ratelimit_new(&lim, RATELIMIT_MAX_ENTRIES);
     if (smtpd_listen(d, ls, nls) != 0 || smtpd_signals(d) != 0) {
         smtpd_teardown(d);
         smtpd_free(d);
-        tls_server_ctx_free(&ctx);
         return 1;
     }
+    d->metrics = metrics_http_start(&d->loop, cfg, &d->srv.nsessions);
     log_info("smtpd: ready listeners=%zu max_sessions=%u", nls,
              cfg->max_sessions);
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -238,6 +275,5 @@ int smtpd_main(const struct cfg *cfg, const struct smtpd_listener *ls,
         log_error("smtpd: event loop still busy at exit");
     log_info("smtpd: stopped");
     smtpd_free(d);
-    tls_server_ctx_free(&ctx);
     return 0;
 }

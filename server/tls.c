@@ -11,6 +11,13 @@
 #include "../common/xalloc.h"
 
 #define TLS_ERR_MAX 256
+/* TLS 1.2 suites: forward secrecy (ECDHE) and AEAD (AES-GCM, ChaCha20-
+ * Poly1305) only, as current guidance for servers lists them; no CBC, no
+ * RSA key exchange, no DHE. TLS 1.3 keeps OpenSSL's suites, all AEAD. */
+#define TLS_CIPHERS_12                                                         \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"               \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"               \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 struct tls_conn {
     SSL *ssl;  /* owned; owns the two BIOs */
@@ -18,6 +25,15 @@ struct tls_conn {
     BIO *wbio; /* borrowed from ssl: ciphertext to the peer */
     char err[TLS_ERR_MAX];
 };
+
+/* Accepts every client certificate: trust is the fingerprint's, checked
+ * at AUTH EXTERNAL against the member's registered ones. */
+static int tls_verify_any(int ok, X509_STORE_CTX *store)
+{
+    (void)ok;
+    (void)store;
+    return 1;
+}
 
 /* The first queued OpenSSL error as text, or fallback. Clears the queue. */
 static void tls_error_text(char *out, size_t outlen, const char *fallback)
@@ -76,6 +92,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file,
      * group selection is automatic in OpenSSL 3, the list just orders
      * it. */
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1 ||
         SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1 ||
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) !=
             1) {
@@ -87,6 +104,10 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file,
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     /* Idle sessions (the common case) give their record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Ask for a client certificate without requiring one (SASL
+     * EXTERNAL): members are known by the certificate's fingerprint, so
+     * any certificate is accepted here, whoever issued it. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_any);
     if (tls_ctx_load(ctx, cert_file, key_file, err, errlen) != 0) {
         SSL_CTX_free(ctx);
         return NULL;
@@ -230,4 +251,58 @@ const char *tls_conn_cipher(const struct tls_conn *t)
 const char *tls_conn_error(const struct tls_conn *t)
 {
     return t->err[0] != '\0' ? t->err : "unknown error";
+}
+
+int tls_conn_peer_sha256(const struct tls_conn *t, char *hex, size_t cap)
+{
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, i;
+
+    if (x == NULL || cap < 2 * 32 + 1 ||
+        X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32)
+        return 0;
+    for (i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 1;
+}
+
+/* RFC 5929 4.1: the hash of our certificate, with the hash function of
+ * its signature, MD5 and SHA-1 replaced by SHA-256. */
+static long tls_end_point(const struct tls_conn *t, unsigned char *out,
+                          size_t cap)
+{
+    X509 *x = SSL_get_certificate(t->ssl);
+    const EVP_MD *md = EVP_sha256();
+    unsigned int n = 0;
+    int md_nid = NID_undef;
+
+    if (x == NULL || cap < EVP_MAX_MD_SIZE)
+        return -1;
+    if (OBJ_find_sigid_algs(X509_get_signature_nid(x), &md_nid, NULL) == 1 &&
+        md_nid != NID_md5 && md_nid != NID_sha1 && md_nid != NID_undef &&
+        EVP_get_digestbynid(md_nid) != NULL)
+        md = EVP_get_digestbynid(md_nid);
+    if (X509_digest(x, md, out, &n) != 1)
+        return -1;
+    return (long)n;
+}
+
+long tls_conn_channel_binding(const struct tls_conn *t, const char *type,
+                              unsigned char *out, size_t cap)
+{
+    static const char label[] = "EXPORTER-Channel-Binding";
+
+    if (!SSL_is_init_finished(t->ssl))
+        return -1;
+    if (strcmp(type, "tls-server-end-point") == 0)
+        return tls_end_point(t, out, cap);
+    /* RFC 9266: TLS 1.3 only (earlier versions need extended master
+     * secret, which we do not check). */
+    if (strcmp(type, "tls-exporter") == 0 &&
+        SSL_version(t->ssl) == TLS1_3_VERSION && cap >= 32 &&
+        SSL_export_keying_material(t->ssl, out, 32, label, sizeof label - 1,
+                                   NULL, 0, 0) == 1)
+        return 32;
+    return -1;
 }

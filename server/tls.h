@@ -58,6 +58,18 @@ int tls_conn_handshake_done(const struct tls_conn *t);
 /* Negotiated protocol ("TLSv1.3") and cipher suite, for the log. */
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);
+/* The client's certificate, if it presented one: its SHA-256 (of the
+ * DER) as lower-case hex into hex (cap >= 65), 1; 0 when there is none.
+ * Any certificate is accepted at the handshake (requested, not required,
+ * whoever issued it): AUTH EXTERNAL authorizes by this fingerprint. */
+int tls_conn_peer_sha256(const struct tls_conn *t, char *hex, size_t cap);
+/* Channel binding data of type "tls-server-end-point" (RFC 5929) or
+ * "tls-exporter" (RFC 9266, TLS 1.3 only) into out (cap >=
+ * EVP_MAX_MD_SIZE): its length, or -1 (unknown type, not available on
+ * this connection, handshake not done). */
+long tls_conn_channel_binding(const struct tls_conn *t, const char *type,
+                              unsigned char *out, size_t cap);
+
 /* The reason of the last TLS_CONN_ERR / -1 (never NULL). */
 const char *tls_conn_error(const struct tls_conn *t);
 

@@ -2,6 +2,7 @@
 #include "signer_conn.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ struct signer_conn_key {
     enum signer_dkim_algo algo;
     char *pem; /* owned; wiped before free */
     size_t pemlen;
+    EVP_PKEY *pkey; /* owned reference: pem parsed once by signer_keys */
 };
 
 /* What the thread pool works on and hands back. */
@@ -67,8 +69,8 @@ struct signer_conn {
     uv_buf_t wbufs[2];
     uint8_t hdr[IPC_HDR_LEN];
     char *reply; /* owned until the write callback */
+    /* Last: a new connection clears only what comes before it. */
     struct ipc_reader rd;
-    char rbuf[SG_IPC_MAX_PAYLOAD];
 };
 
 static const char *signer_conn_id(const struct signer_conn *c)
@@ -88,6 +90,7 @@ static void signer_conn_job_free(struct signer_conn_job **jp)
             explicit_bzero(j->keys[i].pem, j->keys[i].pemlen);
             free(j->keys[i].pem);
         }
+        EVP_PKEY_free(j->keys[i].pkey);
     }
     free(j->out);
     free(j);
@@ -298,6 +301,7 @@ static void signer_conn_work_cb(uv_work_t *w)
             .selector = j->keys[i].selector,
             .algo = j->keys[i].algo,
             .pem = j->keys[i].pem,
+            .pkey = j->keys[i].pkey,
         };
 
         if (signer_dkim_sign(c->srv->dkim, c->qid, c->domain, &k, &m, &sig,
@@ -364,9 +368,11 @@ static int signer_conn_load_keys(struct signer_conn *c,
         signer_conn_tempfail(c, "database unavailable", detail);
         return -1;
     }
-    rc = db_sign_keys(s->db, c->domain, keys, SIGNER_CONN_MAX_KEYS, &n);
+    rc = signer_lookup_keys(s->lookup, s->db, c->domain, keys,
+                            SIGNER_CONN_MAX_KEYS, &n);
     if (rc < 0) {
         /* Reopen on the next request: the file may have been replaced. */
+        signer_lookup_forget(s->lookup);
         db_close(&s->db);
         signer_conn_tempfail(c, "database unavailable", NULL);
         return -1;
@@ -405,6 +411,8 @@ static int signer_conn_load_keys(struct signer_conn *c,
         }
         k->pem = xstrndup(pem, len);
         k->pemlen = len;
+        if (info.pkey != NULL && EVP_PKEY_up_ref(info.pkey) == 1)
+            k->pkey = info.pkey;
         j->nkeys++;
     }
     return 0;
@@ -455,8 +463,11 @@ static void signer_conn_alloc_cb(uv_handle_t *h, size_t suggested,
 {
     struct signer_conn *c = h->data;
 
+    /* libuv calls the read callback right after this one, on the loop
+     * thread, and the frame reader copies what it keeps: one buffer
+     * serves every connection. */
     (void)suggested;
-    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+    *buf = uv_buf_init(c->srv->rbuf, SG_IPC_MAX_PAYLOAD);
 }
 
 static void signer_conn_read_cb(uv_stream_t *st, ssize_t nread,
@@ -506,7 +517,10 @@ static void signer_conn_accept_cb(uv_stream_t *server, int status)
         log_error_errno(status, "signer: accept");
         return;
     }
-    c = xcalloc(1, sizeof(*c));
+    /* The frame reader's 64 KiB buffer is written before it is read:
+     * clearing it for every message would cost more than the rest. */
+    c = xmalloc(sizeof(*c));
+    memset(c, 0, offsetof(struct signer_conn, rd));
     c->srv = s;
     uv_pipe_init(s->loop, &c->pipe, 0);
     c->pipe.data = c;
@@ -606,6 +620,8 @@ int signer_conn_srv_init(struct signer_conn_srv *s, uv_loop_t *loop,
     if (s->dkim == NULL)
         return -1;
     s->keys = signer_keys_new(cfg->key_dir);
+    s->lookup = signer_lookup_new();
+    s->rbuf = xmalloc(SG_IPC_MAX_PAYLOAD);
     s->db_path = xstrdup(cfg->database);
     s->sock_path = xasprintf("%s/%s", cfg->run_dir, SIGNER_SOCKET_NAME);
     if (signer_conn_listen(s, cfg->run_dir, err, errlen) < 0) {
@@ -646,7 +662,9 @@ void signer_conn_srv_stop(struct signer_conn_srv *s)
 
 void signer_conn_srv_close(struct signer_conn_srv *s)
 {
+    signer_lookup_free(&s->lookup); /* before the handle it prepared on */
     db_close(&s->db);
+    free(s->rbuf);
     signer_keys_free(&s->keys);
     signer_dkim_free(&s->dkim);
     free(s->sock_path);

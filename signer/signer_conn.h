@@ -17,6 +17,7 @@
 #include "../common/cfg.h"
 #include "signer_dkim.h"
 #include "signer_keys.h"
+#include "signer_lookup.h"
 
 /* Keys one domain signs with at once: an rsa and an ed25519 key, and
  * room for a rollover overlap of each. */
@@ -45,6 +46,10 @@ struct signer_conn_srv {
     size_t max_message;        /* octets buffered per request */
     struct signer_conn *conns; /* open connections, owned (list) */
     size_t nconns;
+    /* Owned: the keys of each domain, kept until the database changes. */
+    struct signer_lookup *lookup;
+    /* Owned: SG_IPC_MAX_PAYLOAD octets that every connection reads into. */
+    char *rbuf;
 };
 
 /* Sets up s: libopendkim, the key cache and the listening socket

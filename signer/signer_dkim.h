@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include <openssl/evp.h>
+
 /* Signature algorithms; the names are the a= tag values. */
 enum signer_dkim_algo {
     SIGNER_DKIM_RSA_SHA256,
@@ -38,6 +40,10 @@ struct signer_dkim_key {
     const char *selector;       /* borrowed, the s= tag */
     enum signer_dkim_algo algo; /* must match the key type */
     const char *pem;            /* borrowed, NUL-terminated PEM text */
+    /* Borrowed: pem already parsed, handed to libopendkim instead of
+     * parsing pem again for the signature (signer_pkey.h); NULL lets
+     * libopendkim parse pem. */
+    EVP_PKEY *pkey;
 };
 
 struct signer_dkim;
@@ -47,6 +53,10 @@ struct signer_dkim;
 struct signer_dkim *signer_dkim_new(char *err, size_t errlen);
 /* Frees the handle; no signature may be in progress. Sets *dp to NULL. */
 void signer_dkim_free(struct signer_dkim **dp);
+/* 1 if libopendkim signs with the parsed keys it is handed (struct
+ * signer_dkim_key's pkey, see signer_pkey.h), as found by a test signature
+ * when the handle was made; 0 if it parses every key itself. */
+int signer_dkim_handoff(const struct signer_dkim *d);
 
 /* Maps a database algorithm name ("rsa", "ed25519") to the algorithm.
  * 0, or -1 for an unknown name. */

@@ -32,6 +32,7 @@ struct signer_keys_entry {
     struct signer_keys_id id;
     char *pem;  /* owned, NUL-terminated; wiped before free */
     size_t len; /* octets at pem without the NUL */
+    /* info.pkey is owned: one reference. */
     struct signer_keys_info info;
 };
 
@@ -84,6 +85,9 @@ static void signer_keys_drop_pem(struct signer_keys_entry *e)
         e->pem = NULL;
     }
     e->len = 0;
+    /* Signing threads that still use the key hold their own references. */
+    EVP_PKEY_free(e->info.pkey);
+    e->info.pkey = NULL;
 }
 
 static void signer_keys_entry_free(struct signer_keys_entry *e)
@@ -225,7 +229,8 @@ static int signer_keys_no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
-/* Learns the type and size of the key in pem. 0, or -EBADMSG. */
+/* Parses the key in pem into info (type, size, the key itself, owned by
+ * the caller). 0, or -EBADMSG. */
 static int signer_keys_parse(const char *pem, size_t len,
                              struct signer_keys_info *info)
 {
@@ -241,7 +246,7 @@ static int signer_keys_parse(const char *pem, size_t len,
         return -EBADMSG;
     info->type = EVP_PKEY_get_base_id(pk);
     info->bits = EVP_PKEY_get_bits(pk);
-    EVP_PKEY_free(pk);
+    info->pkey = pk;
     return 0;
 }
 

@@ -3,13 +3,15 @@
  * size, modification and change time); a lookup re-reads the file when any
  * of them changed, so that a key replaced on disk is used without a
  * restart. Parsing a key costs more than signing with it, so it is done
- * once per read, to learn the key's type. At most SIGNER_KEYS_MAX entries,
- * least recently used evicted; key bytes are wiped before they are freed. Loop
- * thread only. */
+ * once per read, and the parsed key is kept for the signing threads. At
+ * most SIGNER_KEYS_MAX entries, least recently used evicted; key bytes are
+ * wiped before they are freed. Loop thread only. */
 #ifndef SG_SIGNER_KEYS_H
 #define SG_SIGNER_KEYS_H
 
 #include <stddef.h>
+
+#include <openssl/evp.h>
 
 /* A PEM private key is under 4 KiB even for RSA-4096 (SG_MAX_RSA_BITS); a
  * larger file is not a key we made and is refused unread. */
@@ -22,6 +24,10 @@
 struct signer_keys_info {
     int type; /* OpenSSL key type: EVP_PKEY_RSA, EVP_PKEY_ED25519, ... */
     int bits; /* key size */
+    /* Borrowed: the parsed key, valid like the PEM text; a signing thread
+     * takes its own reference (EVP_PKEY_up_ref) before it leaves the loop
+     * thread. */
+    EVP_PKEY *pkey;
 };
 
 struct signer_keys;

@@ -127,7 +127,8 @@ int main(int argc, char **argv)
     signer_main_signals(&m, &loop);
     /* Failure is logged; requests retry the database until it opens. */
     signer_conn_srv_open_db(&m.srv);
-    log_info("signer: listening on %s", m.srv.sock_path);
+    log_info("signer: listening on %s parsed_keys=%s", m.srv.sock_path,
+             signer_dkim_handoff(m.srv.dkim) ? "yes" : "no");
 
     uv_run(&loop, UV_RUN_DEFAULT);
 

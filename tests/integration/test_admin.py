@@ -409,14 +409,16 @@ def test_key_activate_rotation(adm):
     adm.ok("tenant", "add", "example.org")
     adm.ok("key", "generate", "example.org", "--selector", "one",
            "--bits", "1024")
-    out = adm.ok("key", "activate", "example.org")
-    assert out == "one\trsa\tactive\none-2\ted25519\tactive\n"
+    # No DNS server here: --force skips the check and says so.
+    out = adm.ok("key", "activate", "example.org", "--force")
+    assert out == ("one\trsa\tactive\tforced\n"
+                   "one-2\ted25519\tactive\tforced\n")
     assert "no pending or published" in adm.fails(
         "key", "activate", "example.org")
     adm.ok("key", "generate", "example.org", "--algo", "rsa",
            "--selector", "two", "--bits", "1024")
     out = adm.ok("key", "activate", "example.org", "two", "--force")
-    assert out == "two\trsa\tactive\none\trsa\tretired\n"
+    assert out == "two\trsa\tactive\tforced\none\trsa\tretired\n"
     assert [(s, st) for s, _, _, st in key_list(adm, "example.org")] == [
         ("one", "retired"), ("one-2", "active"), ("two", "active")]
     with adm.db() as db:
@@ -429,10 +431,10 @@ def test_key_activate_illegal(adm):
     adm.ok("tenant", "add", "example.org", "--sign", "rsa")
     adm.ok("key", "generate", "example.org", "--selector", "a",
            "--bits", "1024")
-    adm.ok("key", "activate", "example.org", "a")
+    adm.ok("key", "activate", "example.org", "a", "--force")
     adm.ok("key", "generate", "example.org", "--selector", "b",
            "--bits", "1024")
-    adm.ok("key", "activate", "example.org", "b")
+    adm.ok("key", "activate", "example.org", "b", "--force")
     err = adm.fails("key", "activate", "example.org", "a")
     assert err == ("subgate: key a is retired; only pending or published "
                    "keys can be activated")
@@ -521,10 +523,10 @@ def test_dns_records_states(adm):
     adm.ok("tenant", "add", "example.org", "--sign", "rsa")
     adm.ok("key", "generate", "example.org", "--selector", "a",
            "--bits", "1024")
-    adm.ok("key", "activate", "example.org")
+    adm.ok("key", "activate", "example.org", "--force")
     adm.ok("key", "generate", "example.org", "--selector", "b",
            "--bits", "1024")
-    adm.ok("key", "activate", "example.org")
+    adm.ok("key", "activate", "example.org", "--force")
     with adm.db() as db:
         db.execute("UPDATE dkim_key SET state = 'revoked' WHERE selector"
                    " = 'a'")

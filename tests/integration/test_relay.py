@@ -10,179 +10,24 @@ instead of the submission banner.
 """
 
 import os
-import random
 import re
-import signal
 import socket
+import socketserver
+import ssl
 import subprocess
+import threading
 import time
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
 import helpers
-from helpers import BIN, HOST, Sink, token, wait_until
+from helpers import BIN, HOST, token
+from queue_rig import AddrSink, Rig, body_with
 
 pytestmark = pytest.mark.skipif(
     not (BIN / "subgated").is_file(),
     reason="%s/subgated not built" % BIN)
-
-ID_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def queue_id():
-    """A fresh queue id as subgate makes them: microseconds * 1024 plus 10
-    random bits, as 12 base-36 digits."""
-    v = (time.time_ns() // 1000) * 1024 + random.getrandbits(10)
-    out = ""
-    for _ in range(12):
-        out = ID_DIGITS[v % 36] + out
-        v //= 36
-    return out
-
-
-def parse_queue_file(data):
-    """(envelope dict, body bytes) of a queue file; rcpt is a list."""
-    head, sep, body = data.partition(b"\n\n")
-    assert sep, "no end of envelope in %r" % data[:200]
-    lines = head.decode().split("\n")
-    assert lines[0] == "SUBGATE-QUEUE 1", lines[0]
-    env = {"rcpt": []}
-    for line in lines[1:]:
-        key, _, value = line.partition(" ")
-        if key == "rcpt":
-            env["rcpt"].append(value)
-        else:
-            assert key not in env, "duplicate %s" % key
-            env[key] = value
-    return env, body
-
-
-class Rig:
-    """subgated with its own state dir and config, and a sink as its
-    relay_host. Queue files are written into queue_dir directly."""
-
-    def __init__(self, root, settings=None, sink_tls=False):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.cert, self.key = helpers.make_cert(self.root)
-        self.sink = Sink(self.root / "sink",
-                         tls=(self.cert, self.key) if sink_tls else None)
-        self.state = self.root / "state"
-        self.state.mkdir()
-        self.settings = helpers.base_settings(
-            self.state, self.cert, self.key, helpers.free_port(),
-            helpers.free_port(), self.sink.port)
-        self.settings.update({
-            "relay_tls": "none",
-            "retry_min": "1s",
-            "retry_max": "1s",
-            "relay_timeout": "10s",
-            "max_queue_lifetime": "1h",
-        })
-        self.settings.update(settings or {})
-        self.config = self.root / "subgate.conf"
-        helpers.write_config(self.config, self.settings)
-        self.queue = self.state / "queue"
-        for sub in ("tmp", "active"):
-            (self.queue / sub).mkdir(parents=True, exist_ok=True)
-        self.log = self.root / "subgated.log"
-        self.proc = None
-
-    def start(self, sink=True):
-        if sink:
-            self.sink.start()
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "subgated"), "-c", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            start_new_session=True)
-        logf.close()
-        self.wait_log(r"queue: runner started")
-        return self
-
-    def close(self):
-        if self.proc is not None:
-            helpers.stop_process(self.proc)
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc = None
-        self.sink.stop()
-
-    # queue files -------------------------------------------------------
-    def enqueue(self, rcpts, body, sender="alice@example.org", **fields):
-        """Commits a queue file as the SMTP worker would (tmp, rename);
-        returns its id."""
-        qid = queue_id()
-        env = {
-            "id": qid, "time": str(int(time.time())), "session": "stest",
-            "member": "alice@example.org", "sender": sender,
-            "attempts": "0", "next": "0",
-        }
-        env.update({k: str(v) for k, v in fields.items()})
-        text = "SUBGATE-QUEUE 1\n"
-        text += "".join("%s %s\n" % (k, v) for k, v in env.items())
-        text += "".join("rcpt %s\n" % r for r in rcpts) + "\n"
-        tmp = self.queue / "tmp" / qid
-        with open(tmp, "wb") as f:
-            f.write(text.encode() + body)
-        os.rename(tmp, self.queue / "active" / qid)
-        return qid
-
-    def path(self, qid):
-        return self.queue / "active" / qid
-
-    def read(self, qid):
-        return parse_queue_file(self.path(qid).read_bytes())
-
-    def wait_gone(self, qid):
-        self.wait(lambda: not self.path(qid).exists(),
-                  "queue file %s to be removed" % qid)
-
-    # logs --------------------------------------------------------------
-    def log_text(self):
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def lines_for(self, qid):
-        pat = re.compile(r"^\S+\[\d+\]: %s: " % re.escape(qid))
-        return [l for l in self.log_text().splitlines() if pat.match(l)]
-
-    def wait(self, pred, what):
-        try:
-            return wait_until(pred, what)
-        except AssertionError as e:
-            raise AssertionError("%s\n--- subgated log (tail) ---\n%s"
-                                 % (e, "\n".join(
-                                     self.log_text().splitlines()[-60:])))
-
-    def wait_log(self, regex, qid=None):
-        pat = re.compile(regex)
-
-        def find():
-            lines = (self.lines_for(qid) if qid
-                     else self.log_text().splitlines())
-            return next((l for l in lines if pat.search(l)), None)
-
-        return self.wait(find, "log line %r%s" % (
-            regex, " for %s" % qid if qid else ""))
-
-    def wait_sink(self, tok, count=1):
-        return self.wait(
-            lambda: (lambda ms: ms if len(ms) >= count else None)(
-                self.sink.find(tok)),
-            "%d message(s) with %s at the sink" % (count, tok))
-
-    def mail_options(self, msg):
-        env = msg.path.with_suffix(".env").read_text()
-        m = re.search(r"^mail_options=(.*)$", env, re.M)
-        return m.group(1).split() if m else []
-
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
@@ -210,12 +55,6 @@ def make_rig(tmp_path):
     yield make
     for r in rigs:
         r.close()
-
-
-def body_with(tok, extra=b""):
-    return (b"From: alice@example.org\r\nTo: bob@example.net\r\n"
-            b"Subject: relay " + tok.encode() + b"\r\n\r\n"
-            b"Hello " + tok.encode() + b"\r\n" + extra)
 
 
 def test_delivered_and_removed(rig):
@@ -463,7 +302,7 @@ def test_verify_accepts_trusted_certificate(make_rig):
     r.wait_gone(qid)
     line = r.wait_log(r"to=<%s> .*status=sent" % re.escape(rcpt), qid)
     assert re.search(r"relay=localhost\[[0-9a-f:.]+\]:%d tls=TLSv1\.[23]/"
-                     % r.sink.port, line), line
+                     r"\S+ verified=yes " % r.sink.port, line), line
 
 
 def test_reconnects_after_next_hop_restart(make_rig):
@@ -614,13 +453,311 @@ def test_ipv6_literal_relay_host(make_rig):
         ctl.stop()
 
 
-def test_no_relay_host_defers(make_rig):
-    r = make_rig({"relay_host": ""})
+def test_verified_flag_in_log(make_rig):
+    # encrypt: TLS, certificate not checked.
+    r = make_rig({"relay_tls": "encrypt"}, sink_tls=True)
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    r.wait_gone(qid)
+    line = r.wait_log(r"status=sent", qid)
+    assert re.search(r" tls=TLSv1\.[23]/\S+ verified=no ", line), line
+
+
+def tls_server_context(cert, key, client_ca=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    if client_ca:
+        # TLS 1.2 checks the client's certificate inside the handshake,
+        # which the relay (it has none) then fails.
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(str(client_ca))
+    return ctx
+
+
+class RecordingHandler:
+    """An in-process next hop that keeps what it got, scripts its EHLO
+    keywords and checks AUTH."""
+
+    def __init__(self, drop=(), users=None):
+        self.messages = []  # (mail_from, [rcpt], raw, mail_options, tls)
+        self.drop = set(drop)  # EHLO keywords to hide
+        self.users = users or {}
+        self.logins = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname,
+                          responses):
+        session.host_name = hostname
+        keep = [r for r in responses
+                if r[4:].split(" ")[0].upper() not in self.drop]
+        # The last line of a multi-line reply has a space after the code.
+        keep = [r[:3] + "-" + r[4:] for r in keep[:-1]] + \
+            [keep[-1][:3] + " " + keep[-1][4:]]
+        return keep
+
+    async def handle_MAIL(self, server, session, envelope, address,
+                          mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content,
+                              list(envelope.mail_options),
+                              session.ssl is not None))
+        return "250 2.0.0 OK recorded %d" % len(self.messages)
+
+    def authenticator(self, server, session, envelope, mechanism, data):
+        from aiosmtpd.smtp import AuthResult
+        login = data.login.decode()
+        self.logins.append((mechanism, login))
+        ok = self.users.get(login) == data.password.decode()
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def next_hop(make_rig, tmp_path):
+    """make(handler, **controller kwargs) -> (rig, handler): a rig whose
+    relay_host is an in-process aiosmtpd with that handler."""
+    ctls = []
+
+    def make(handler, settings=None, **kw):
+        port = helpers.free_port()
+        ctl = Controller(handler, hostname=HOST, port=port,
+                         enable_SMTPUTF8=True, **kw)
+        ctl.start()
+        ctls.append(ctl)
+        st = {"relay_host": "[%s]:%d" % (HOST, port)}
+        st.update(settings or {})
+        r = make_rig(st, start=False)
+        r.start(sink=False)
+        return r, handler
+
+    yield make
+    for ctl in ctls:
+        ctl.stop()
+
+
+def test_may_falls_back_to_plaintext(next_hop, tmp_path):
+    # A server whose TLS fails: relay_tls = may delivers in clear.
+    cert, key = helpers.make_cert(tmp_path)
+    (tmp_path / "ca").mkdir()
+    other, _ = helpers.make_cert(tmp_path / "ca")
+    r, h = next_hop(RecordingHandler(),
+                    {"relay_tls": "may"},
+                    tls_context=tls_server_context(cert, key, other))
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    r.wait_gone(qid)
+    r.wait_log(r"TLS failed .*trying without TLS", qid)
+    line = r.wait_log(r"status=sent", qid)
+    assert " tls=none verified=no " in line, line
+    assert [(m[2], m[4]) for m in h.messages] == [(body_with(tok), False)]
+
+
+def test_encrypt_does_not_fall_back(next_hop, tmp_path):
+    cert, key = helpers.make_cert(tmp_path)
+    (tmp_path / "ca").mkdir()
+    other, _ = helpers.make_cert(tmp_path / "ca")
+    r, h = next_hop(RecordingHandler(),
+                    {"relay_tls": "encrypt"},
+                    tls_context=tls_server_context(cert, key, other))
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    line = r.wait_log(r"status=deferred", qid)
+    assert "dsn=4.7.5" in line and "TLS handshake" in line, line
+    assert h.messages == []
+    r.admin("queue", "delete", qid)
+
+
+def auth_rig(next_hop, tmp_path, password, tls=True, users=None,
+             exclude=()):
+    cert, key = helpers.make_cert(tmp_path)
+    pwfile = tmp_path / "relay.secret"
+    pwfile.write_text(password + "\n")
+    os.chmod(pwfile, 0o600)
+    handler = RecordingHandler(users=users or {"relayuser": "s3cret pass"})
+    kw = {"authenticator": handler.authenticator, "auth_require_tls": True,
+          "auth_exclude_mechanism": list(exclude)}
+    if tls:
+        kw["tls_context"] = tls_server_context(cert, key)
+    return next_hop(handler, {
+        "relay_tls": "may",
+        "relay_auth_user": "relayuser",
+        "relay_auth_password_file": str(pwfile),
+    }, **kw)
+
+
+def test_auth_to_smarthost(next_hop, tmp_path):
+    r, h = auth_rig(next_hop, tmp_path, "s3cret pass")
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    r.wait_gone(qid)
+    assert h.logins == [("PLAIN", "relayuser")], h.logins
+    assert [(m[2], m[4]) for m in h.messages] == [(body_with(tok), True)]
+    # The secret never reaches the log.
+    assert "s3cret" not in r.log_text()
+
+
+def test_auth_login_when_no_plain(next_hop, tmp_path):
+    r, h = auth_rig(next_hop, tmp_path, "s3cret pass", exclude=["PLAIN"])
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    r.wait_gone(qid)
+    assert h.logins == [("LOGIN", "relayuser")], h.logins
+    assert [m[2] for m in h.messages] == [body_with(tok)]
+
+
+def test_auth_failure_defers(next_hop, tmp_path):
+    r, h = auth_rig(next_hop, tmp_path, "wrong")
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    line = r.wait_log(r"status=deferred", qid)
+    assert "authentication to" in line and "failed" in line, line
+    assert h.messages == []
+    assert "wrong" not in r.log_text().replace(line, "")
+    r.admin("queue", "delete", qid)
+
+
+def test_no_auth_without_tls(next_hop, tmp_path):
+    # The smarthost offers no STARTTLS: the password is not sent.
+    r, h = auth_rig(next_hop, tmp_path, "s3cret pass", tls=False)
+    tok = token()
+    qid = r.enqueue(["ok-%s@example.net" % tok], body_with(tok))
+    line = r.wait_log(r"status=deferred", qid)
+    assert "no TLS, so no AUTH" in line, line
+    assert h.logins == [] and h.messages == []
+    r.admin("queue", "delete", qid)
+
+
+def test_auth_needs_tls_in_config(tmp_path):
+    rig = Rig(tmp_path / "rig", {"relay_auth_user": "u",
+                                 "relay_auth_password_file": "/dev/null",
+                                 "relay_tls": "none"})
+    res = subprocess.run([str(BIN / "subgated"), "-n", "-c", str(rig.config)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert res.returncode != 0
+    assert b"relay_auth_user needs" in res.stderr, res.stderr
+
+
+def test_8bit_without_8bitmime_bounces(next_hop):
+    # Converting the signed 8-bit body to 7 bits would break the DKIM
+    # signature: the next hop must offer 8BITMIME, or the message fails.
+    r, h = next_hop(RecordingHandler(drop={"8BITMIME", "SMTPUTF8"}))
     tok = token()
     rcpt = "ok-%s@example.net" % tok
-    qid = r.enqueue([rcpt], body_with(tok))
-    r.wait_log(r"MX delivery not implemented; set relay_host", qid)
-    line = r.wait_log(r"to=<%s> relay=none .*status=deferred" % re.escape(rcpt),
-                      qid)
-    assert "dsn=4.3.5" in line, line
-    assert r.path(qid).exists()
+    qid = r.enqueue([rcpt], body_with(tok, "Gr\u00fc\u00dfe\r\n".encode()),
+                    sender="")
+    r.wait_gone(qid)
+    line = r.wait_log(r"to=<%s> .*status=bounced" % re.escape(rcpt), qid)
+    assert "dsn=5.6.3 " in line and "8BITMIME" in line, line
+    assert h.messages == []
+    # A 7-bit message goes through the same server.
+    ok = r.enqueue([rcpt], body_with(tok), sender="")
+    r.wait_gone(ok)
+    assert [m[2] for m in h.messages] == [body_with(tok)]
+
+
+def test_utf8_address_needs_smtputf8(next_hop):
+    r, h = next_hop(RecordingHandler(drop={"SMTPUTF8"}))
+    tok = token()
+    rcpt = "j\u00f6rg-%s@example.net" % tok
+    qid = r.enqueue([rcpt], body_with(tok), sender="")
+    r.wait_gone(qid)
+    line = r.wait_log(r"status=bounced", qid)
+    assert "dsn=5.6.7 " in line and "SMTPUTF8" in line, line
+    assert h.messages == []
+
+
+def test_utf8_address_with_smtputf8(next_hop):
+    r, h = next_hop(RecordingHandler())
+    tok = token()
+    rcpt = "j\u00f6rg-%s@example.net" % tok
+    qid = r.enqueue([rcpt], body_with(tok), sender="")
+    r.wait_gone(qid)
+    assert [m[1] for m in h.messages] == [[rcpt]]
+    assert "SMTPUTF8" in h.messages[0][3], h.messages[0][3]
+
+
+class Dropper(socketserver.ThreadingTCPServer):
+    """A next hop that takes the message and drops the connection instead
+    of answering the end of DATA."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, port):
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                w = self.wfile.write
+                w(b"220 dropper ESMTP\r\n")
+                data = False
+                for line in self.rfile:
+                    if data:
+                        if line == b".\r\n":
+                            self.server.dropped += 1
+                            return  # no reply: the connection goes away
+                        continue
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        w(b"250 dropper\r\n")
+                    elif verb == b"DATA":
+                        w(b"354 go on\r\n")
+                        data = True
+                    elif verb == b"QUIT":
+                        w(b"221 bye\r\n")
+                        return
+                    else:
+                        w(b"250 ok\r\n")
+
+        self.dropped = 0
+        super().__init__((HOST, port), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+def test_dropped_connection_defers_then_delivers(make_rig):
+    r = make_rig(start=False)
+    dropper = Dropper(r.sink.port)
+    try:
+        r.start(sink=False)
+        tok = token()
+        rcpt = "ok-%s@example.net" % tok
+        qid = r.enqueue([rcpt], body_with(tok))
+        line = r.wait_log(r"to=<%s> .*status=deferred" % re.escape(rcpt),
+                          qid)
+        assert "dsn=4.4.2 " in line and "lost connection" in line, line
+        assert dropper.dropped >= 1
+    finally:
+        dropper.stop()
+    r.sink.start()
+    msg = r.wait_sink(tok)[0]
+    assert msg.rcpt_to == [rcpt]
+    r.wait_gone(qid)
+
+
+def test_slow_next_hop(make_rig, tmp_path):
+    # A next hop slower than relay_timeout is given up on (and retried);
+    # one that is slow but within it gets the message.
+    r = make_rig({"relay_timeout": "2s"}, start=False)
+    slow = AddrSink(tmp_path / "slow", port=r.sink.port, delay_ms=8000)
+    slow.start()
+    try:
+        r.start(sink=False)
+        tok = token()
+        rcpt = "ok-%s@example.net" % tok
+        qid = r.enqueue([rcpt], body_with(tok))
+        line = r.wait_log(r"to=<%s> .*status=deferred" % re.escape(rcpt),
+                          qid)
+        assert "dsn=4.4.2 " in line and "timeout" in line, line
+    finally:
+        slow.stop()
+    r.sink.delay_ms = 200
+    r.sink.start()
+    r.wait_sink(tok)
+    r.wait_gone(qid)
+    r.wait_log(r"to=<%s> .*status=sent" % re.escape(rcpt), qid)

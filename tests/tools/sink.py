@@ -3,6 +3,7 @@
 
     sink.py --listen 127.0.0.1:PORT --dir DIR [--reply 'CODE TEXT']
             [--tls-cert CERT --tls-key KEY] [--pidfile FILE]
+            [--delay-ms N]
 
 Every accepted message is saved as DIR/NNNNNN.eml, byte for byte as it came
 over the wire once dot-stuffing is removed, beside DIR/NNNNNN.env:
@@ -23,7 +24,9 @@ Replies are scripted so that tests can model the next hop's failures:
                         listed recipient gets that reply instead of 250.
 Each DATA outcome is appended to DIR/attempts.log as
 "NNNNNN|- CODE mail_from=<...> rcpt=N" so tests can count deliveries that were
-refused. STARTTLS is offered when a certificate is given. The sink prints
+refused. --delay-ms N makes every answer to the end of DATA wait N
+milliseconds: a slow next hop. STARTTLS is offered when a certificate is
+given. The sink prints
 "ready" on stdout once it listens and exits 0 on SIGTERM or SIGINT.
 """
 
@@ -79,9 +82,10 @@ def read_rcpt_replies(path):
 
 
 class SinkHandler:
-    def __init__(self, directory, reply):
+    def __init__(self, directory, reply, delay_ms=0):
         self.dir = directory
         self.reply = reply
+        self.delay = delay_ms / 1000.0
         self.seq = self._last_seq()
 
     def _last_seq(self):
@@ -113,6 +117,8 @@ class SinkHandler:
         return scripted or "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         reply = read_first_line(os.path.join(self.dir, "data-reply"))
         if reply is not None:
             reply = parse_reply(reply)
@@ -155,6 +161,7 @@ def main(argv=None):
     ap.add_argument("--tls-key")
     ap.add_argument("--pidfile")
     ap.add_argument("--hostname", default="sink.test")
+    ap.add_argument("--delay-ms", type=int, default=0)
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
@@ -167,7 +174,7 @@ def main(argv=None):
         tls.check_hostname = False
         tls.verify_mode = ssl.CERT_NONE
 
-    handler = SinkHandler(args.dir, args.reply)
+    handler = SinkHandler(args.dir, args.reply, args.delay_ms)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 

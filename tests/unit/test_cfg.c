@@ -355,6 +355,40 @@ static const struct file_case file_cases[] = {
      ":2: retry_max (1h) must not be less than retry_min (90m)"},
     {"retry equal", "retry_min = 1h\nretry_max = 3600s", 0,
      "retry_min = 1h\nretry_max = 1h"},
+    {"publish lead below ttl", "dkim_ttl = 2h\npublish_lead = 1h\n", -1,
+     ":2: publish_lead (1h) must not be less than dkim_ttl (2h)"},
+    {"publish lead equal ttl", "dkim_ttl = 2s\npublish_lead = 2s\n", 0,
+     "publish_lead = 2s\ndkim_ttl = 2s"},
+    {"reveal off", "reveal_after = 0s", 0, "reveal_after = 0s"},
+    {"dns resolver", "dns_resolver = [::1]:5353", 0,
+     "dns_resolver = [::1]:5353"},
+    {"dns resolver bad", "dns_resolver = 1.2.3.4:x", -1,
+     ":1: bad value for dns_resolver: '1.2.3.4:x' (port must be a number "
+     "from 1 to 65535)"},
+    {"relay auth",
+     "relay_host = mx.example.net\nrelay_auth_user = u\n"
+     "relay_auth_password_file = /etc/pw\n",
+     0, "relay_auth_user = u"},
+    {"relay auth without tls",
+     "relay_host = mx.example.net\nrelay_tls = none\n"
+     "relay_auth_user = u\nrelay_auth_password_file = /etc/pw\n",
+     -1,
+     ":3: relay_auth_user needs relay_host, relay_auth_password_file and a "
+     "relay_tls other than none"},
+    {"relay auth without file",
+     "relay_host = mx.example.net\nrelay_auth_user = u\n", -1,
+     ":2: relay_auth_user needs relay_host, relay_auth_password_file and a "
+     "relay_tls other than none"},
+    {"relay auth for mx",
+     "relay_auth_user = u\nrelay_auth_password_file = /etc/pw\n", -1,
+     ":1: relay_auth_user needs relay_host, relay_auth_password_file and a "
+     "relay_tls other than none"},
+    {"relay port", "relay_port = 2525", 0, "relay_port = 2525"},
+    {"relay port 0", "relay_port = 0", -1,
+     ":1: relay_port must be between 1 and 65535"},
+    {"concurrency 0", "relay_concurrency = 0", -1,
+     ":1: relay_concurrency must be between 1 and 100"},
+    {"delay warning", "delay_warning = 4h", 0, "delay_warning = 4h"},
     {"lifetime min", "max_queue_lifetime = 1m", 0, "max_queue_lifetime = 1m"},
     {"lifetime below", "max_queue_lifetime = 59s", -1,
      ":1: max_queue_lifetime must be between 1m and 30d"},
@@ -506,27 +540,62 @@ static void test_defaults(void **state)
              "queue_dir = /var/lib/subgate/queue\n"
              "key_dir = /var/lib/subgate/keys\n"
              "run_dir = /var/lib/subgate/run\n"
+             "pgp_dir = /var/lib/subgate/pgp\n"
              "submission_listen = 0.0.0.0:587 [::]:587\n"
              "submissions_listen = 0.0.0.0:465 [::]:465\n"
+             "metrics_listen = \"\"\n"
              "tls_cert = \"\"\n"
              "tls_key = \"\"\n"
              "relay_host = \"\"\n"
              "relay_tls = may\n"
              "relay_ca_file = \"\"\n"
+             "relay_port = 25\n"
+             "relay_concurrency = 5\n"
+             "relay_auth_user = \"\"\n"
+             "relay_auth_password_file = \"\"\n"
              "max_message_size = 25M\n"
              "max_recipients = 100\n"
              "max_sessions = 1000\n"
              "auth_fail_delay = 1s\n"
+             "auth_cache_ttl = 5m\n"
+             "auth_cache_negative_ttl = 30s\n"
+             "auth_cache_size = 10000\n"
+             "scram_iterations = 8192\n"
+             "ldap_timeout = 5s\n"
+             "ldap_pool_size = 4\n"
              "smtp_timeout = 5m\n"
+             "command_timeout = 1m\n"
+             "data_timeout = 2m\n"
+             "min_data_rate = 512\n"
+             "max_conn_per_ip = 20\n"
+             "conn_rate_per_ip = 300\n"
+             "auth_fail_limit_ip = 20\n"
+             "auth_fail_limit_account = 5\n"
+             "auth_block_time = 15m\n"
+             "member_msg_per_hour = 500\n"
+             "member_rcpt_per_day = 2000\n"
+             "tenant_msg_per_hour = 10000\n"
+             "remove_foreign_sender = no\n"
              "signer_timeout = 10s\n"
              "retry_min = 5m\n"
              "retry_max = 1h\n"
              "max_queue_lifetime = 5d\n"
+             "delay_warning = 0s\n"
              "relay_timeout = 5m\n"
              "selector_template = %%Y%%m%%d-%%a-%%n\n"
+             "rotate_after = 30d\n"
+             "publish_lead = 1d\n"
+             "retire_for = 7d\n"
+             "revoke_for = 7d\n"
+             "reveal_after = 0s\n"
+             "dkim_ttl = 1h\n"
+             "dns_timeout = 10s\n"
+             "dns_resolver = \"\"\n"
              "user = \"\"\n"
              "signer_user = \"\"\n"
              "signer_program = \"\"\n"
+             "reset_window = 1h\n"
+             "reset_rate = 3\n"
              "log_syslog = no\n",
              shortname, host);
     out = print_to_string(c);

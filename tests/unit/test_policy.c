@@ -156,6 +156,8 @@ struct from_case {
 
 #define ONE_FROM                                                               \
     "550 5.7.1 Message must have exactly one From: header with one address"
+#define NOT_OWNED(a)                                                           \
+    "550 5.7.1 From: address <" a "> not owned by user <alice@example.org>"
 
 static const struct from_case from_cases[] = {
     {"one owned", DB_POLICY_REJECT,
@@ -204,6 +206,51 @@ static const struct from_case from_cases[] = {
     {"owned under rewrite", DB_POLICY_REWRITE,
      "From: alice.smith@example.org\r\n\r\n", NULL, "alice.smith@example.org",
      "alice.smith@example.org", "", 0},
+    /* Smuggling another address into what a reader shows. */
+    {"unquoted address as display name", DB_POLICY_REJECT,
+     "From: alice@example.org <alice@example.org>\r\n\r\n", ONE_FROM, NULL,
+     NULL, NULL, 0},
+    {"quoted own address as display name", DB_POLICY_REJECT,
+     "From: \"alice@example.org\" <alice@example.org>\r\n\r\n", NULL,
+     "alice@example.org", "alice@example.org", "", 0},
+    {"quoted other address as display name", DB_POLICY_REJECT,
+     "From: \"bob@example.org\" <alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"other address in a comment", DB_POLICY_REJECT,
+     "From: alice@example.org (bob@example.org)\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"encoded word Q", DB_POLICY_REJECT,
+     "From: =?utf-8?q?bob=40example=2Eorg?= <alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"encoded word B", DB_POLICY_REJECT,
+     "From: =?UTF-8?B?Ym9iQGV4YW1wbGUub3Jn?= <alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"split encoded words", DB_POLICY_REJECT,
+     "From: =?utf-8?q?bob?=\r\n =?utf-8?q?=40evil.example?= "
+     "<alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@evil.example"), NULL, NULL, NULL, 0},
+    {"full-width at", DB_POLICY_REJECT,
+     "From: \"bob\xef\xbc\xa0"
+     "example.org\" <alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"quoted pair", DB_POLICY_REJECT,
+     "From: \"bob\\@example.org\" <alice@example.org>\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"folded comment", DB_POLICY_REJECT,
+     "From: Alice\r\n <alice@example.org> (via\r\n\tbob@example.org)\r\n\r\n",
+     NOT_OWNED("bob@example.org"), NULL, NULL, NULL, 0},
+    {"folding splits no address", DB_POLICY_REJECT,
+     "From: \"bob@exam\r\n ple\" <alice@example.org>\r\n\r\n", NULL,
+     "alice@example.org", "alice@example.org", "", 0},
+    {"display smuggling rewritten", DB_POLICY_REWRITE,
+     "From: \"bob@example.org\" <alice@example.org>\r\n\r\n", NULL,
+     "alice@example.org", "alice@example.org", "From: <alice@example.org>", 0},
+    {"harmless at signs", DB_POLICY_REJECT,
+     "From: \"Alice @ home (@alice)\" <alice@example.org>\r\n\r\n", NULL,
+     "alice@example.org", "alice@example.org", "", 0},
+    {"plain words", DB_POLICY_REJECT,
+     "From: =?utf-8?q?Alice_Liddell?= <alice@example.org>\r\n\r\n", NULL,
+     "alice@example.org", "alice@example.org", "", 0},
 };
 
 static int from_case_check(const struct from_case *tc, const char *r,
@@ -307,6 +354,102 @@ static void test_dkim_domain(void **state)
         fail_msg("%d domain case(s) failed", failed);
 }
 
+/* policy_sign_domain(): the domain of an address the member owns only. */
+static void test_sign_domain(void **state)
+{
+    struct db_member *m = member_new(DB_POLICY_REJECT, DB_POLICY_REJECT);
+    char out[SG_MAX_DOMAIN + 1];
+
+    (void)state;
+    assert_int_equal(
+        policy_sign_domain(m, "Alice.Smith@Example.ORG", out, sizeof(out)), 0);
+    assert_string_equal(out, "example.org");
+    assert_int_equal(
+        policy_sign_domain(m, "webmaster@example.net", out, sizeof(out)), 0);
+    assert_string_equal(out, "example.net");
+    assert_int_equal(policy_sign_domain(m, "bob@example.org", out, sizeof(out)),
+                     -1);
+    assert_int_equal(
+        policy_sign_domain(m, "alice@evil.example", out, sizeof(out)), -1);
+    free(m);
+}
+
+/* ---- Sender:, Resent-From:, Resent-Sender: ---------------------------- */
+
+struct ident_case {
+    const char *name;
+    const char *field; /* one header field, no CRLF */
+    const char *reply; /* NULL: fine */
+    const char *found;
+};
+
+static const struct ident_case ident_cases[] = {
+    {"not an identity field", "Reply-To: bob@example.org", NULL, ""},
+    {"own sender", "Sender: Alice <alice@example.org>", NULL, ""},
+    {"own alias resent-from", "resent-from: webmaster@example.net", NULL, ""},
+    {"own resent-sender", "RESENT-SENDER: alice.smith@example.org", NULL, ""},
+    {"other sender", "Sender: bob@example.org",
+     "550 5.7.1 Sender: address <bob@example.org> not owned by user "
+     "<alice@example.org>",
+     "bob@example.org"},
+    {"other resent-from", "Resent-From: Bob <bob@other.example>",
+     "550 5.7.1 Resent-From: address <bob@other.example> not owned by user "
+     "<alice@example.org>",
+     "bob@other.example"},
+    {"smuggled in display name",
+     "Sender: \"bob@example.org\" "
+     "<alice@example.org>",
+     "550 5.7.1 Sender: address <bob@example.org> not owned by user "
+     "<alice@example.org>",
+     "bob@example.org"},
+    {"list", "Resent-From: alice@example.org, bob@example.org",
+     "550 5.7.1 Resent-From: header must hold one address of user "
+     "<alice@example.org>",
+     ""},
+    {"empty", "Sender:",
+     "550 5.7.1 Sender: header must hold one address of user "
+     "<alice@example.org>",
+     ""},
+};
+
+static void test_ident(void **state)
+{
+    char reply[POLICY_REPLY_MAX], found[SG_MAX_PATH + 1];
+    size_t i;
+    int failed = 0;
+
+    (void)state;
+    for (i = 0; i < sizeof(ident_cases) / sizeof(ident_cases[0]); i++) {
+        const struct ident_case *tc = &ident_cases[i];
+        struct db_member *m = member_new(DB_POLICY_REJECT, DB_POLICY_REJECT);
+        size_t len = strlen(tc->field);
+        char *msg = malloc(len + 2);
+        struct smtp_header h;
+        const char *r;
+
+        assert_non_null(msg);
+        memcpy(msg, tc->field, len);
+        memcpy(msg + len, "\r\n", 2);
+        h.off = 0;
+        h.len = len;
+        h.name_len = strcspn(tc->field, ":");
+        r = policy_check_ident_field(m, msg, len + 2, &h, found, sizeof(found),
+                                     reply, sizeof(reply));
+        if ((r == NULL) != (tc->reply == NULL) ||
+            (r != NULL && strcmp(r, tc->reply) != 0) ||
+            strcmp(found, tc->found) != 0) {
+            print_error("ident %s: got '%s' <%s>, want '%s' <%s>\n", tc->name,
+                        r ? r : "(fine)", found,
+                        tc->reply ? tc->reply : "(fine)", tc->found);
+            failed++;
+        }
+        free(msg);
+        free(m);
+    }
+    if (failed)
+        fail_msg("%d identity case(s) failed", failed);
+}
+
 /* policy_owns() is what both checks rest on: no prefix or suffix match. */
 static void test_owns(void **state)
 {
@@ -326,10 +469,9 @@ static void test_owns(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sender),
-        cmocka_unit_test(test_from),
-        cmocka_unit_test(test_dkim_domain),
-        cmocka_unit_test(test_owns),
+        cmocka_unit_test(test_sender),      cmocka_unit_test(test_from),
+        cmocka_unit_test(test_dkim_domain), cmocka_unit_test(test_sign_domain),
+        cmocka_unit_test(test_ident),       cmocka_unit_test(test_owns),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

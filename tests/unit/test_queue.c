@@ -213,7 +213,8 @@ static void test_commit_parse(void **state)
               "From: alice@example.org\r\nSubject: hi\r\n\r\n"
               ".leading dot\r\n",
               "body");
-    CHECK_INT(count_entries(f->qdir), 2, "entries in queue_dir");
+    /* tmp, active, busy, hold: nothing else. */
+    CHECK_INT(count_entries(f->qdir), 4, "entries in queue_dir");
     pathf(path, "%s/tmp", f->qdir);
     CHECK_INT(count_entries(path), 0, "files left in tmp/");
     queue_env_clear(&got);
@@ -591,7 +592,7 @@ static void test_commit_missing_dir(void **state)
     CHECK_INT(rc, -ENOENT, "commit without active/");
     pathf(path, "%s/tmp", f->qdir);
     CHECK_INT(count_entries(path), 0, "files in tmp/");
-    CHECK_INT(count_entries(f->qdir), 1, "entries in queue_dir");
+    CHECK_INT(count_entries(f->qdir), 3, "entries in queue_dir");
 }
 
 static void test_dirs_init(void **state)
@@ -606,6 +607,192 @@ static void test_dirs_init(void **state)
     assert_true(fd >= 0);
     close(fd);
     CHECK_INT(queue_dirs_init(path), -ENOTDIR, "a file in the way");
+}
+
+/* Commits a one-recipient message with body; returns its id in env. */
+static void commit_one(const struct fixture *f, struct queue_env *env,
+                       char **rcpt, const char *body)
+{
+    struct iovec iov = {(void *)(uintptr_t)body, strlen(body)};
+
+    make_env(env, "alice@example.org", rcpt, 1);
+    CHECK_INT(queue_commit(f->qdir, env, &iov, 1), 0, "queue_commit");
+}
+
+/* 1 if <sub>/id exists. */
+static int exists(const struct fixture *f, const char *sub, const char *id)
+{
+    char path[PATH_MAX];
+
+    sub_path(path, f, sub, id);
+    return access(path, F_OK) == 0;
+}
+
+/* The claim moves the file to busy/; settle writes the new envelope with
+ * the optional keys and brings it back; the body stays. */
+static void test_claim_settle(void **state)
+{
+    struct fixture *f = *state;
+    char rcpt0[] = "bob@example.net", *rcpt[] = {rcpt0};
+    static const char body[] = "Subject: x\r\n\r\nbody\r\n";
+    struct queue_env env, got;
+    enum queue_where w;
+    const char *err = NULL;
+    long long size = 0;
+    char path[PATH_MAX];
+    size_t len = 0, off = 0;
+    char *buf;
+
+    commit_one(f, &env, rcpt, body);
+    CHECK_INT(queue_claim(f->qdir, env.id), 0, "claim");
+    CHECK_INT(exists(f, "active", env.id), 0, "in active/ after claim");
+    CHECK_INT(exists(f, "busy", env.id), 1, "in busy/ after claim");
+    CHECK_INT(queue_locate(f->qdir, env.id, &w), 1, "locate");
+    CHECK_INT(w, QUEUE_BUSY, "where");
+    CHECK_INT(queue_claim(f->qdir, env.id), -ENOENT, "second claim");
+    env.attempts = 3;
+    env.next = 1760000999;
+    env.warned = 1;
+    snprintf(env.sign, sizeof(env.sign), "example.org");
+    CHECK_INT(queue_settle(f->qdir, &env, body, sizeof(body) - 1), 0, "settle");
+    CHECK_INT(exists(f, "busy", env.id), 0, "in busy/ after settle");
+    sub_path(path, f, "active", env.id);
+    buf = slurp(path, &len);
+    assert_non_null(buf);
+    if (strstr(buf, "\nsign example.org\nwarned 1\n") == NULL)
+        fail_msg("optional keys not written: %s", buf);
+    CHECK_INT(queue_env_parse(buf, len, &got, &off, &err), 0, "parse");
+    CHECK_INT(got.attempts, 3, "attempts");
+    CHECK_INT(got.next, 1760000999, "next");
+    CHECK_INT(got.warned, 1, "warned");
+    CHECK_STR(got.sign, "example.org", "sign");
+    CHECK_STR(buf + off, body, "body");
+    queue_env_clear(&got);
+    free(buf);
+    CHECK_INT(queue_read_env(f->qdir, QUEUE_ACTIVE, env.id, &got, &size, &err),
+              0, "read_env");
+    CHECK_INT(size, sizeof(body) - 1, "message size");
+    CHECK_INT(got.nrcpt, 1, "read_env nrcpt");
+    queue_env_clear(&got);
+    pathf(path, "%s/tmp", f->qdir);
+    CHECK_INT(count_entries(path), 0, "files in tmp/");
+}
+
+/* A message deleted while it was being delivered stays deleted. */
+static void test_settle_after_delete(void **state)
+{
+    struct fixture *f = *state;
+    char rcpt0[] = "bob@example.net", *rcpt[] = {rcpt0};
+    struct queue_env env;
+    char path[PATH_MAX];
+
+    commit_one(f, &env, rcpt, "x\r\n");
+    CHECK_INT(queue_claim(f->qdir, env.id), 0, "claim");
+    CHECK_INT(queue_delete(f->qdir, env.id), 0, "delete");
+    CHECK_INT(queue_settle(f->qdir, &env, "x\r\n", 3), -ENOENT, "settle");
+    CHECK_INT(queue_unclaim(f->qdir, env.id), -ENOENT, "unclaim");
+    CHECK_INT(queue_done(f->qdir, env.id), -ENOENT, "done");
+    static const char *const subs[] = {"tmp", "active", "busy", "hold"};
+    for (size_t i = 0; i < 4; i++) {
+        pathf(path, "%s/%s", f->qdir, subs[i]);
+        CHECK_INT(count_entries(path), 0, subs[i]);
+    }
+    CHECK_INT(queue_delete(f->qdir, env.id), -ENOENT, "delete again");
+}
+
+static void test_unclaim_done_recover(void **state)
+{
+    struct fixture *f = *state;
+    char rcpt0[] = "bob@example.net", *rcpt[] = {rcpt0};
+    struct queue_env a, b, c;
+
+    commit_one(f, &a, rcpt, "a\r\n");
+    commit_one(f, &b, rcpt, "b\r\n");
+    commit_one(f, &c, rcpt, "c\r\n");
+    CHECK_INT(queue_claim(f->qdir, a.id), 0, "claim a");
+    CHECK_INT(queue_unclaim(f->qdir, a.id), 0, "unclaim a");
+    CHECK_INT(exists(f, "active", a.id), 1, "a back in active/");
+    CHECK_INT(queue_claim(f->qdir, a.id), 0, "claim a again");
+    CHECK_INT(queue_done(f->qdir, a.id), 0, "done a");
+    CHECK_INT(exists(f, "busy", a.id) + exists(f, "active", a.id), 0, "a gone");
+    /* A runner died with b and c claimed. */
+    CHECK_INT(queue_claim(f->qdir, b.id), 0, "claim b");
+    CHECK_INT(queue_claim(f->qdir, c.id), 0, "claim c");
+    CHECK_INT(queue_recover(f->qdir), 2, "recovered");
+    CHECK_INT(exists(f, "active", b.id) + exists(f, "active", c.id), 2,
+              "b and c in active/");
+    CHECK_INT(queue_recover(f->qdir), 0, "nothing more");
+}
+
+static void test_hold_release_flush(void **state)
+{
+    struct fixture *f = *state;
+    char rcpt0[] = "bob@example.net", *rcpt[] = {rcpt0};
+    struct timespec old[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    struct queue_env env;
+    enum queue_where w;
+    char path[PATH_MAX];
+    struct stat st;
+
+    commit_one(f, &env, rcpt, "x\r\n");
+    sub_path(path, f, "active", env.id);
+    CHECK_INT(utimensat(AT_FDCWD, path, old, 0), 0, "age the file");
+    CHECK_INT(queue_flush(f->qdir, env.id), 0, "flush");
+    CHECK_INT(stat(path, &st), 0, "stat");
+    if (st.st_mtime <= 1000000000)
+        fail_msg("flush did not touch the file");
+    CHECK_INT(queue_hold(f->qdir, env.id), 0, "hold");
+    CHECK_INT(queue_hold(f->qdir, env.id), 0, "hold again");
+    CHECK_INT(queue_locate(f->qdir, env.id, &w), 1, "locate");
+    CHECK_INT(w, QUEUE_HOLD, "held");
+    CHECK_INT(queue_claim(f->qdir, env.id), -ENOENT, "claim while held");
+    CHECK_INT(queue_flush(f->qdir, env.id), -EPERM, "flush while held");
+    CHECK_INT(queue_release(f->qdir, env.id), 0, "release");
+    CHECK_INT(queue_release(f->qdir, env.id), -ENOENT, "release again");
+    CHECK_INT(exists(f, "active", env.id), 1, "back in active/");
+    CHECK_INT(queue_claim(f->qdir, env.id), 0, "claim");
+    CHECK_INT(queue_hold(f->qdir, env.id), -EBUSY, "hold in delivery");
+    CHECK_INT(queue_flush(f->qdir, env.id), 0, "flush in delivery");
+    CHECK_INT(queue_unclaim(f->qdir, env.id), 0, "unclaim");
+    CHECK_INT(queue_delete(f->qdir, env.id), 0, "delete");
+    CHECK_INT(queue_locate(f->qdir, env.id, &w), 0, "nowhere");
+    CHECK_INT(queue_hold(f->qdir, env.id), -ENOENT, "hold missing");
+    CHECK_INT(queue_flush(f->qdir, env.id), -ENOENT, "flush missing");
+    CHECK_INT(queue_flush(f->qdir, "../../etc"), -EINVAL, "bad id");
+}
+
+/* The optional keys: absent is fine, at most once, bounded values. */
+static void test_parse_optional(void **state)
+{
+    static const struct {
+        const char *name, *text, *why;
+    } cases[] = {
+        {"warned 0", GOOD_HEAD "warned 0\nrcpt b@example.net\n\n", NULL},
+        {"sign", GOOD_HEAD "sign example.org\nrcpt b@example.net\n\n", NULL},
+        {"warned 2", GOOD_HEAD "warned 2\nrcpt b@example.net\n\n",
+         "bad warned"},
+        {"empty sign", GOOD_HEAD "sign\nrcpt b@example.net\n\n",
+         "bad sign domain"},
+        {"two signs",
+         GOOD_HEAD "sign a.org\nsign b.org\nrcpt b@example.net\n\n",
+         "duplicate key"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *err = "(none)";
+        struct queue_env env;
+        size_t off = 0;
+        int rc =
+            parse_copy(cases[i].text, strlen(cases[i].text), &env, &off, &err);
+
+        if (cases[i].why == NULL && rc != 0)
+            fail_msg("%s: got -1 (%s), want 0", cases[i].name, err);
+        if (cases[i].why != NULL && (rc != -1 || strcmp(err, cases[i].why)))
+            fail_msg("%s: got %d (%s), want -1 (%s)", cases[i].name, rc,
+                     rc ? err : "ok", cases[i].why);
+        queue_env_clear(&env);
+    }
 }
 
 int main(void)
@@ -629,6 +816,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_missing_dir, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dirs_init, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_settle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_after_delete, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unclaim_done_recover, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_hold_release_flush, setup,
+                                        teardown),
+        cmocka_unit_test(test_parse_optional),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

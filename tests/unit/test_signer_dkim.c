@@ -23,6 +23,7 @@
 
 #include "../../common/limits.h"
 #include "../../signer/signer_dkim.h"
+#include "../../signer/signer_pkey.h"
 
 #define DOMAIN "example.org"
 
@@ -202,7 +203,7 @@ static const struct tkey *key_of(const struct fixture *f,
 static char *sign_ok(struct fixture *f, const struct tkey *k, const char *msg,
                      size_t len)
 {
-    struct signer_dkim_key key = {k->selector, k->algo, k->pem};
+    struct signer_dkim_key key = {k->selector, k->algo, k->pem, NULL};
     struct signer_dkim_msg m;
     const char *perr = NULL;
     char err[512] = "", *sig = NULL;
@@ -607,7 +608,7 @@ static void test_sign_refused(void **state)
     size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct signer_dkim_key key = {"sel", cases[i].algo, cases[i].pem};
+        struct signer_dkim_key key = {"sel", cases[i].algo, cases[i].pem, NULL};
         struct signer_dkim_msg m;
         const char *perr = NULL;
         char err[512] = "", *sig = NULL;
@@ -664,6 +665,107 @@ static void test_key_check(void **state)
     }
 }
 
+static EVP_PKEY *parse_pem(const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *pk;
+
+    assert_non_null(bio);
+    pk = PEM_read_bio_PrivateKey_ex(bio, NULL, NULL, NULL, NULL, NULL);
+    BIO_free(bio);
+    assert_non_null(pk);
+    return pk;
+}
+
+/* The program's PEM_read_bio_PrivateKey() hands out the offered key only
+ * for exactly the offered text, on the offering thread, until withdrawn;
+ * every other read parses. */
+static void test_pkey_offer(void **state)
+{
+    struct fixture *f = *state;
+    EVP_PKEY *pk = parse_pem(f->rsa.pem), *got;
+    size_t len = strlen(f->rsa.pem);
+    struct {
+        const char *name;
+        const char *text; /* what the BIO holds */
+        size_t len;
+        int offered, want_offered;
+    } cases[] = {
+        {"offered text", f->rsa.pem, len, 1, 1},
+        {"one octet short", f->rsa.pem, len - 1, 1, 0},
+        {"other key", f->ed.pem, strlen(f->ed.pem), 1, 0},
+        {"no offer", f->rsa.pem, len, 0, 0},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        BIO *bio = BIO_new_mem_buf(cases[i].text, (int)cases[i].len);
+        unsigned handed;
+
+        assert_non_null(bio);
+        if (cases[i].offered)
+            signer_pkey_offer(f->rsa.pem, len, pk);
+        got = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        handed = signer_pkey_withdraw();
+        if ((got == pk) != cases[i].want_offered ||
+            handed != (unsigned)cases[i].want_offered)
+            fail_msg("%s: got %s key, handed %u; want %s", cases[i].name,
+                     got == pk ? "the offered" : "a parsed", handed,
+                     cases[i].want_offered ? "the offered" : "a parsed");
+        if (cases[i].len == len && got == NULL)
+            fail_msg("%s: got no key, want one", cases[i].name);
+        EVP_PKEY_free(got);
+    }
+    EVP_PKEY_free(pk);
+}
+
+/* signer_dkim_sign() signs with the parsed key it is given instead of
+ * parsing the text again: with the right key the signature verifies; a
+ * different parsed key under the same text proves which one signed, as
+ * its signature fails against the text's public key. */
+static void test_sign_preparsed(void **state)
+{
+    static const char msg[] = "From: alice@example.org\r\nSubject: p\r\n"
+                              "\r\nbody\r\n";
+    struct fixture *f = *state;
+    struct tkey other;
+    size_t i;
+
+    if (!signer_dkim_handoff(f->dkim))
+        fail_msg("libopendkim got no parsed key at start, want it to");
+    tkey_make(&other, "other", SIGNER_DKIM_RSA_SHA256);
+    for (i = 0; i < 4; i++) {
+        const struct tkey *k = i % 2 ? &f->ed : &f->rsa;
+        int decoy = i >= 2 && k->algo == SIGNER_DKIM_RSA_SHA256;
+        EVP_PKEY *pk = parse_pem(decoy ? other.pem : k->pem);
+        struct signer_dkim_key key = {k->selector, k->algo, k->pem, pk};
+        struct signer_dkim_msg m;
+        struct sb out = {0};
+        const char *perr = NULL;
+        char err[512] = "", *sig = NULL;
+        size_t siglen = 0;
+        DKIM_STAT st;
+
+        assert_int_equal(signer_dkim_msg_parse(&m, msg, strlen(msg), &perr), 0);
+        if (signer_dkim_sign(f->dkim, "Q", DOMAIN, &key, &m, &sig, &siglen, err,
+                             sizeof(err)) != 0)
+            fail_msg("%s: sign got %s, want success", k->selector, err);
+        signer_dkim_msg_clear(&m);
+        signed_msg(&out, sig, msg, strlen(msg));
+        st = verify(f, out.s, out.len);
+        if ((st == DKIM_STAT_OK) == decoy)
+            fail_msg("%s%s: verify got %s, want %s", k->selector,
+                     decoy ? " (other parsed key)" : "", dkim_getresultstr(st),
+                     decoy ? "a failure" : "pass");
+        sb_free(&out);
+        free(sig);
+        EVP_PKEY_free(pk);
+    }
+    free(other.pem);
+    free(other.record);
+}
+
 static void test_algo_names(void **state)
 {
     static const struct {
@@ -702,6 +804,8 @@ int main(void)
         cmocka_unit_test(test_sign_refused),
         cmocka_unit_test(test_key_check),
         cmocka_unit_test(test_algo_names),
+        cmocka_unit_test(test_pkey_offer),
+        cmocka_unit_test(test_sign_preparsed),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -105,7 +105,7 @@ static void put(const struct fixture *f, const char *name, const char *pem)
 static void expect_key(struct signer_keys *k, const char *name,
                        const char *want, int want_type, int want_bits)
 {
-    struct signer_keys_info info = {0, 0};
+    struct signer_keys_info info = {0, 0, NULL};
     const char *pem = NULL;
     size_t len = 0;
     int rc = signer_keys_get(k, name, &pem, &len, &info);
@@ -117,6 +117,10 @@ static void expect_key(struct signer_keys *k, const char *name,
     if (info.type != want_type || info.bits != want_bits)
         fail_msg("%s: got type %d bits %d, want %d %d", name, info.type,
                  info.bits, want_type, want_bits);
+    /* The parsed key comes with the text, for the signing threads. */
+    if (info.pkey == NULL || EVP_PKEY_get_base_id(info.pkey) != want_type ||
+        EVP_PKEY_get_bits(info.pkey) != want_bits)
+        fail_msg("%s: got no parsed key or another one, want the file's", name);
 }
 
 static void expect_error(struct signer_keys *k, const char *name, int want)

@@ -100,6 +100,7 @@ static const char *const err_names[] = {
     [SMTP_DATA_TOO_MANY_HEADERS] = "TOO_MANY_HEADERS",
     [SMTP_DATA_HEADER_TOO_BIG] = "HEADER_TOO_BIG",
     [SMTP_DATA_BAD_HEADER] = "BAD_HEADER",
+    [SMTP_DATA_BAD_OCTET] = "BAD_OCTET",
 };
 
 /* Checks that the header array is consistent with the message: fields in
@@ -267,22 +268,33 @@ static const struct data_case data_cases[] = {
      0, "Subject: x\r\n\r\n.leading\r\n.\r\nx\r\n..\r\n", 0, "Subject: x|",
      ".leading\r\n.\r\nx\r\n..\r\n", 0},
     {"empty message", ".\r\n", 0, SMTP_DATA_OK, 0, "", 0, "", "", 0},
-    {"empty message bare LF", ".\nNOOP\n", 0, SMTP_DATA_OK, 5, "", 0, "", "",
-     0},
-    {"bare LF becomes CRLF", "Subject: x\n\nline1\nline2\n.\n", 0, SMTP_DATA_OK,
-     0, "Subject: x\r\n\r\nline1\r\nline2\r\n", 0, "Subject: x|",
+    {"dot LF first is no end", ".\nNOOP\r\n.\r\nQUIT\r\n", 0, SMTP_DATA_OK, 6,
+     "\r\n.\r\nNOOP\r\n", 0, "", ".\r\nNOOP\r\n", 0},
+    {"bare LF becomes CRLF", "Subject: x\n\nline1\nline2\r\n.\r\n", 0,
+     SMTP_DATA_OK, 0, "Subject: x\r\n\r\nline1\r\nline2\r\n", 0, "Subject: x|",
      "line1\r\nline2\r\n", 0},
+    {"LF dot LF is no end", "S: x\n\na\n.\nMAIL FROM:<x@y>\n\n.\nb\r\n.\r\n", 0,
+     SMTP_DATA_OK, 0, "S: x\r\n\r\na\r\n.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\nb\r\n",
+     0, "S: x|", "a\r\n.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\nb\r\n", 0},
     {"LF then dot CRLF is no end", "S: x\n\na\n.\r\nb\r\n.\r\n", 0,
      SMTP_DATA_OK, 0, "S: x\r\n\r\na\r\n.\r\nb\r\n", 0, "S: x|",
      "a\r\n.\r\nb\r\n", 0},
     {"CRLF then dot LF is no end", "S: x\r\n\r\na\r\n.\nQUIT\r\n.\r\n", 0,
      SMTP_DATA_OK, 0, "S: x\r\n\r\na\r\n.\r\nQUIT\r\n", 0, "S: x|",
      "a\r\n.\r\nQUIT\r\n", 0},
-    {"bare CR kept", "Subject: a\rb\r\n\r\nx\ry\r\r\n\r.\r\n.\r\n", 0,
-     SMTP_DATA_OK, 0, "Subject: a\rb\r\n\r\nx\ry\r\r\n\r.\r\n", 0,
-     "Subject: a\rb|", "x\ry\r\r\n\r.\r\n", 0},
-    {"dot CR x unstuffed", "S: x\r\n\r\n.\rx\r\n.\r\r\n.\r\n", 0, SMTP_DATA_OK,
-     0, "S: x\r\n\r\n\rx\r\n\r\r\n", 0, "S: x|", "\rx\r\n\r\r\n", 0},
+    {"bare CR in field refused", "Subject: a\rb\r\n\r\nx\r\n.\r\nQUIT\r\n", 0,
+     SMTP_DATA_BAD_OCTET, 6, NULL, 0, NULL, NULL, 0},
+    {"bare CR in body refused", "S: x\r\n\r\nx\ry\r\n.\r\n", 0,
+     SMTP_DATA_BAD_OCTET, 0, NULL, 0, NULL, NULL, 0},
+    {"CR CR LF refused", "S: x\r\n\r\nx\r\r\n.\r\n", 0, SMTP_DATA_BAD_OCTET, 0,
+     NULL, 0, NULL, NULL, 0},
+    {"CR dot CR is no end",
+     "S: x\r\n\r\na\r.\rMAIL FROM:<x@y>\r\n.\r\nRSET\r\n", 0,
+     SMTP_DATA_BAD_OCTET, 6, NULL, 0, NULL, NULL, 0},
+    {"dot CR x refused", "S: x\r\n\r\n.\rx\r\n.\r\n", 0, SMTP_DATA_BAD_OCTET, 0,
+     NULL, 0, NULL, NULL, 0},
+    {"dot CR CR LF refused", "S: x\r\n\r\n.\r\r\n.\r\n", 0, SMTP_DATA_BAD_OCTET,
+     0, NULL, 0, NULL, NULL, 0},
     {"folded fields",
      "Subject: one\r\n two\r\n\tthree\r\nFrom: a@b\r\nX-Empty:\r\n\r\n"
      "body\r\n.\r\n",
@@ -310,8 +322,8 @@ static const struct data_case data_cases[] = {
     {"8-bit header and body", "Subject: caf\xc3\xa9\r\n\r\n\xff\r\n.\r\n", 0,
      SMTP_DATA_OK, 0, "Subject: caf\xc3\xa9\r\n\r\n\xff\r\n", 0,
      "Subject: caf\xc3\xa9|", "\xff\r\n", 0},
-    {"NUL in body kept", "S: x\r\n\r\na\0b\r\n.\r\n", 16, SMTP_DATA_OK, 0,
-     "S: x\r\n\r\na\0b\r\n", 13, "S: x|", "a\0b\r\n", 5},
+    {"NUL in body refused", "S: x\r\n\r\na\0b\r\n.\r\n", 16,
+     SMTP_DATA_BAD_OCTET, 0, NULL, 0, NULL, NULL, 0},
     {"empty field name", ": x\r\n\r\n.\r\nQUIT\r\n", 0, SMTP_DATA_BAD_HEADER, 6,
      NULL, 0, NULL, NULL, 0},
     {"space before colon", "Subject : x\r\n\r\n.\r\n", 0, SMTP_DATA_BAD_HEADER,
@@ -319,9 +331,9 @@ static const struct data_case data_cases[] = {
     {"control in name", "Sub\tject: x\r\n\r\n.\r\n", 0, SMTP_DATA_BAD_HEADER, 0,
      NULL, 0, NULL, NULL, 0},
     {"NUL in field", "Subject: a\0b\r\n\r\nbody\r\n.\r\nQUIT\r\n", 31,
-     SMTP_DATA_BAD_HEADER, 6, NULL, 0, NULL, NULL, 0},
+     SMTP_DATA_BAD_OCTET, 6, NULL, 0, NULL, NULL, 0},
     {"NUL in continuation", "Subject: a\r\n b\0\r\n\r\n.\r\n", 22,
-     SMTP_DATA_BAD_HEADER, 0, NULL, 0, NULL, NULL, 0},
+     SMTP_DATA_BAD_OCTET, 0, NULL, 0, NULL, NULL, 0},
     {"bad field after bad field", "A: b\r\n: x\r\nC d\0: e\r\n\r\n.\r\n", 25,
      SMTP_DATA_BAD_HEADER, 0, NULL, 0, NULL, NULL, 0},
 };
@@ -370,7 +382,7 @@ static void build_lf_line(struct sb *b, int over)
 {
     sb_add(b, "\n");
     sb_fill(b, 'x', 998 + (size_t)over);
-    sb_add(b, "\n.\n");
+    sb_add(b, "\n\r\n.\r\n");
 }
 
 static void build_header_count(struct sb *b, int over)
@@ -582,6 +594,28 @@ static void test_replace_header(void **state)
     smtp_data_free(&d);
 }
 
+static void test_remove_header(void **state)
+{
+    static const char in[] = "From: a@x\r\nSender: s@y\r\n two\r\nTo: t@y\r\n"
+                             "Resent-From: r@z\r\n\r\nbody\r\n.\r\n";
+    struct smtp_data *d = parse_msg(in, SG_MIN_MESSAGE_SIZE);
+
+    (void)state;
+    assert_int_equal(smtp_data_remove_header(d, 3), 0);
+    check_desc("last field", d,
+               "From: a@x\r\nSender: s@y\r\n two\r\nTo: t@y\r\n\r\nbody\r\n",
+               "From: a@x|Sender: s@y\r\n two|To: t@y|", "body\r\n");
+    assert_int_equal(smtp_data_remove_header(d, 1), 0);
+    check_desc("folded middle field", d, "From: a@x\r\nTo: t@y\r\n\r\nbody\r\n",
+               "From: a@x|To: t@y|", "body\r\n");
+    assert_int_equal(smtp_data_remove_header(d, 2), -1);
+    assert_int_equal(smtp_data_remove_header(d, 0), 0);
+    assert_int_equal(smtp_data_remove_header(d, 0), 0);
+    check_desc("all fields", d, "\r\nbody\r\n", "", "body\r\n");
+    assert_int_equal(smtp_data_remove_header(d, 0), -1);
+    smtp_data_free(&d);
+}
+
 /* Near max_size a field may grow a little, not by much. */
 static void test_replace_at_max(void **state)
 {
@@ -655,6 +689,8 @@ static void test_error_replies(void **state)
         {SMTP_DATA_TOO_MANY_HEADERS, "552 5.3.4 Too many header fields"},
         {SMTP_DATA_HEADER_TOO_BIG, "552 5.3.4 Header section too big"},
         {SMTP_DATA_BAD_HEADER, "554 5.6.0 Malformed header field"},
+        {SMTP_DATA_BAD_OCTET,
+         "554 5.6.0 Message contains a NUL or a CR without LF"},
     };
     size_t i;
 
@@ -673,6 +709,7 @@ int main(void)
     const struct CMUnitTest more[] = {
         cmocka_unit_test(test_error_then_end),
         cmocka_unit_test(test_replace_header),
+        cmocka_unit_test(test_remove_header),
         cmocka_unit_test(test_replace_at_max),
         cmocka_unit_test(test_steal_reset),
         cmocka_unit_test(test_error_replies),
