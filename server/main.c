@@ -1,7 +1,9 @@
 /* subgated: the master process. It reads the configuration, binds the
- * listeners, and starts and supervises three workers: the signer (the only
+ * listeners, and starts and supervises four workers: the signer (the only
  * process that opens private keys; a separate program), the SMTP worker
- * (smtpd_main) and the queue runner (qmgr_main). A worker that dies is
+ * (smtpd_main), the queue runner (qmgr_main) and the mailgate worker
+ * (mailgate_worker_main: change-password requests taken over SMTP, run
+ * through the `subgate` program found beside this one). A worker that dies is
  * restarted with a growing delay; SIGTERM/SIGINT stop everything; SIGHUP is
  * passed on to the workers. The master itself runs no event loop and
  * touches no network input. */
@@ -28,6 +30,8 @@
 #include "../common/log.h"
 #include "../common/signer_proto.h"
 #include "../common/xalloc.h"
+#include "mailgate_spool.h"
+#include "mailgate_worker.h"
 #include "qmgr.h"
 #include "queue.h"
 #include "smtpd.h"
@@ -46,17 +50,19 @@ enum main_worker_kind {
     WORKER_SIGNER,
     WORKER_SMTPD,
     WORKER_QMGR,
+    WORKER_MAILGATE,
     WORKER_COUNT,
 };
 
 static const char *const worker_names[WORKER_COUNT] = {"signer", "smtpd",
-                                                       "qmgr"};
+                                                       "qmgr", "mailgate"};
 
 struct main_worker {
     pid_t pid;           /* 0: not running */
     time_t started;      /* when the current instance started */
     unsigned delay_ms;   /* next restart delay */
     struct timespec due; /* restart time while pid == 0 */
+    int disabled;        /* never started (its program is missing) */
 };
 
 struct main_state {
@@ -64,6 +70,7 @@ struct main_state {
     struct smtpd_listener ls[MAIN_MAX_LISTENERS];
     size_t nls;
     char signer_path[PATH_MAX];
+    char admin_path[PATH_MAX]; /* subgate, for the mailgate worker */
     struct main_worker w[WORKER_COUNT];
 };
 
@@ -213,6 +220,33 @@ static void find_signer(struct main_state *st)
         log_fatal_errno(errno, "signer program %s", st->signer_path);
 }
 
+/* The admin program `subgate` beside this binary, for the mailgate
+ * worker; without it that worker is not started (logged). */
+static void find_admin(struct main_state *st)
+{
+    char self[PATH_MAX];
+    ssize_t n;
+    char *slash;
+
+    n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        log_fatal_errno(errno, "cannot find own path for subgate");
+    self[n] = '\0';
+    slash = strrchr(self, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if (strlen(self) + sizeof("/subgate") > sizeof(st->admin_path))
+        log_fatal("path of subgated too long: %s", self);
+    memcpy(st->admin_path, self, strlen(self));
+    memcpy(st->admin_path + strlen(self), "/subgate", sizeof("/subgate"));
+    if (access(st->admin_path, X_OK) != 0) {
+        log_warn("no program %s: change-password requests taken over SMTP "
+                 "stay in %s/%s",
+                 st->admin_path, st->cfg->queue_dir, MAILGATE_SPOOL_DIR);
+        st->w[WORKER_MAILGATE].disabled = 1;
+    }
+}
+
 /* In a worker, as root: becomes the configured user. The master stays
  * root only to bind, restart and stop its workers. */
 static void drop_privileges(const char *user)
@@ -232,7 +266,14 @@ static void drop_privileges(const char *user)
 /* Gives the workers' directories to the unprivileged user, if any. */
 static void chown_dirs(const struct cfg *cfg)
 {
-    static const char *const subs[] = {"", "/tmp", "/active", "/busy", "/hold"};
+    static const char *const subs[] = {"",
+                                       "/tmp",
+                                       "/active",
+                                       "/busy",
+                                       "/hold",
+                                       "/" MAILGATE_SPOOL_DIR,
+                                       "/" MAILGATE_SPOOL_DIR
+                                       "/" MAILGATE_SPOOL_FAILED};
     struct passwd *pw;
     char path[PATH_MAX];
     size_t i;
@@ -306,6 +347,12 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind,
         drop_privileges(cfg->user);
         die_with_master(master);
         rc = qmgr_main(cfg);
+        _exit(rc);
+    case WORKER_MAILGATE:
+        close_listeners(st);
+        drop_privileges(cfg->user);
+        die_with_master(master);
+        rc = mailgate_worker_main(cfg, st->admin_path);
         _exit(rc);
     case WORKER_COUNT:
         break;
@@ -401,7 +448,7 @@ static void restart_due(struct main_state *st)
     clock_gettime(CLOCK_MONOTONIC, &now);
     for (k = 0; k < WORKER_COUNT; k++) {
         struct main_worker *w = &st->w[k];
-        if (w->pid != 0)
+        if (w->pid != 0 || w->disabled)
             continue;
         if (now.tv_sec > w->due.tv_sec ||
             (now.tv_sec == w->due.tv_sec && now.tv_nsec >= w->due.tv_nsec))
@@ -551,8 +598,11 @@ int main(int argc, char **argv)
     if (queue_dirs_init(st.cfg->queue_dir) != 0)
         log_fatal("cannot create queue directories under %s",
                   st.cfg->queue_dir);
+    if (mailgate_spool_init(st.cfg->queue_dir) != 0)
+        log_fatal("cannot create %s/%s", st.cfg->queue_dir, MAILGATE_SPOOL_DIR);
     chown_dirs(st.cfg);
     find_signer(&st);
+    find_admin(&st);
     bind_list(&st, st.cfg->submission_listen, 0, "submission_listen");
     bind_list(&st, st.cfg->submissions_listen, 1, "submissions_listen");
     if (st.nls == 0)
@@ -565,6 +615,8 @@ int main(int argc, char **argv)
     worker_start(&st, WORKER_SIGNER);
     wait_for_signer(st.cfg);
     worker_start(&st, WORKER_QMGR);
+    if (!st.w[WORKER_MAILGATE].disabled)
+        worker_start(&st, WORKER_MAILGATE);
     worker_start(&st, WORKER_SMTPD);
     log_info("subgated started node=%s", st.cfg->node_name);
     supervise(&st);

@@ -12,6 +12,7 @@
 #include "policy.h"
 #include "queue.h"
 #include "smtp_data.h"
+#include "smtp_gate.h"
 #include "smtp_limit.h"
 #include "smtp_session.h"
 
@@ -21,6 +22,10 @@
 #define SMTP_CMD_PREAUTH 0x2
 /* Needs a preceding EHLO (AUTH is an extension, RFC 4954 4). */
 #define SMTP_CMD_EHLO 0x4
+/* Allowed before AUTH (and TLS) for a change-password request only: the
+ * handler keeps such a transaction to one configured address
+ * (smtp_gate.h). */
+#define SMTP_CMD_GATE 0x8
 
 typedef void (*smtp_cmd_fn)(struct smtp_session *s, const struct smtp_cmd *c);
 
@@ -129,6 +134,18 @@ static void smtp_cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
 
 static const char smtp_cmd_reply_size[] =
     "552 5.3.4 Message size exceeds fixed limit";
+static const char smtp_cmd_reply_auth[] = "530 5.7.0 Authentication required";
+
+/* The message size bound of the session: a change-password request
+ * (before AUTH) gets no more than SG_MAX_MAILGATE_MESSAGE. */
+static size_t smtp_cmd_max_size(const struct smtp_session *s)
+{
+    size_t max = s->srv->cfg->max_message_size;
+
+    if (s->member == NULL && max > SG_MAX_MAILGATE_MESSAGE)
+        max = SG_MAX_MAILGATE_MESSAGE;
+    return max;
+}
 
 /* Checks the MAIL parameters (RFC 5321 4.1.2 esmtp-param, keywords
  * case-insensitive). NULL if acceptable, else the reply: a client error,
@@ -155,7 +172,7 @@ static const char *smtp_cmd_mail_params(const struct smtp_session *s,
             digits[vlen] = '\0';
             errno = 0;
             n = strtoull(digits, NULL, 10);
-            if (errno != 0 || n > s->srv->cfg->max_message_size)
+            if (errno != 0 || n > smtp_cmd_max_size(s))
                 return smtp_cmd_reply_size;
         } else if (klen == 4 && strncasecmp(p, "BODY", 4) == 0) {
             /* RFC 6152: 7BIT or 8BITMIME; both are passed as they are. */
@@ -190,6 +207,44 @@ static void smtp_cmd_mail_reject(struct smtp_session *s, const char *reply,
     smtp_reply(s, "%s", reply);
 }
 
+/* MAIL before AUTH: taken provisionally for a change-password request;
+ * RCPT decides (smtp_cmd_rcpt_gate). Any sender, the null one too
+ * (`subgate mailgate` drops those). */
+static void smtp_cmd_mail_gate(struct smtp_session *s, const char *addr,
+                               const char *params)
+{
+    char esc[SMTP_CMD_ESC];
+    const char *r;
+
+    if (s->greeting == SMTP_GREET_NONE) {
+        smtp_reply_error(s, "503 5.5.1 Send HELO or EHLO first");
+        return;
+    }
+    if (s->nmsgs >= SMTP_GATE_MAX_PER_SESSION) {
+        log_warn("%s: reject code=421 reason=\"too many change-password "
+                 "requests\" client=%s",
+                 s->id, s->client);
+        smtp_session_close(s, "421 4.7.0 Too many requests, closing");
+        return;
+    }
+    r = smtp_cmd_mail_params(s, params);
+    if (r == smtp_cmd_reply_size) {
+        log_warn("%s: reject code=552 reason=\"declared size over limit\" "
+                 "from=<%s> client=%s",
+                 s->id, smtp_cmd_esc(addr, esc), s->client);
+        smtp_reply(s, "%s", r);
+        return;
+    }
+    if (r != NULL) {
+        smtp_reply_error(s, "%s", r);
+        return;
+    }
+    queue_id_new(s->txn.qid);
+    snprintf(s->txn.sender, sizeof(s->txn.sender), "%s", addr);
+    s->txn.gate = 1;
+    smtp_reply(s, "250 2.1.0 Ok");
+}
+
 static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     char addr[SG_MAX_PATH + 1], esc[SMTP_CMD_ESC], esc2[SMTP_CMD_ESC];
@@ -203,6 +258,10 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     }
     if (addr_parse_path(c->arg, addr, &params, &err) != 0) {
         smtp_reply_error(s, "501 5.1.7 Bad sender address syntax");
+        return;
+    }
+    if (s->member == NULL) {
+        smtp_cmd_mail_gate(s, addr, params);
         return;
     }
     r = smtp_cmd_mail_params(s, params);
@@ -235,6 +294,31 @@ static void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     smtp_reply(s, "250 2.1.0 Ok");
 }
 
+/* RCPT of a transaction begun before AUTH: exactly one recipient, and
+ * it must be a change-password address accepted in the gateway; anything
+ * else is refused as it was before MAIL was let through. */
+static void smtp_cmd_rcpt_gate(struct smtp_session *s, const char *addr)
+{
+    char esc[SMTP_CMD_ESC];
+
+    if (!smtp_gate_is_address(s->srv->gate, addr)) {
+        log_warn("%s: reject code=530 reason=\"not authenticated\" "
+                 "to=<%s> client=%s",
+                 s->txn.qid, smtp_cmd_esc(addr, esc), s->client);
+        smtp_reply_error(s, "%s", smtp_cmd_reply_auth);
+        return;
+    }
+    if (s->txn.nrcpt > 0) {
+        log_warn("%s: reject code=452 reason=\"one recipient per "
+                 "change-password request\" to=<%s> client=%s",
+                 s->txn.qid, smtp_cmd_esc(addr, esc), s->client);
+        smtp_reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    smtp_txn_add_rcpt(&s->txn, addr);
+    smtp_reply(s, "250 2.1.5 Ok");
+}
+
 static void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 {
     char addr[SG_MAX_PATH + 1], esc[SMTP_CMD_ESC];
@@ -251,6 +335,10 @@ static void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
     /* No RCPT parameter is offered (no DSN extension). */
     if (params[0] != '\0') {
         smtp_reply_error(s, "555 5.5.4 Unsupported parameter");
+        return;
+    }
+    if (s->txn.gate) {
+        smtp_cmd_rcpt_gate(s, addr);
         return;
     }
     if (s->txn.nrcpt >= s->srv->cfg->max_recipients) {
@@ -282,10 +370,14 @@ static void smtp_cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
         smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
         return;
     }
-    if (s->data == NULL)
-        s->data = smtp_data_new(s->srv->cfg->max_message_size);
-    else
+    if (s->data != NULL && s->data_max != smtp_cmd_max_size(s))
+        smtp_data_free(&s->data);
+    if (s->data == NULL) {
+        s->data_max = smtp_cmd_max_size(s);
+        s->data = smtp_data_new(s->data_max);
+    } else {
         smtp_data_reset(s->data);
+    }
     smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
     s->state = SMTP_STATE_DATA;
     smtp_limit_data_start(s);
@@ -317,9 +409,9 @@ static const struct smtp_cmd_def smtp_cmd_table[] = {
     {SMTP_VERB_NOOP, smtp_cmd_noop, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
     {SMTP_VERB_RSET, smtp_cmd_rset, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
     {SMTP_VERB_QUIT, smtp_cmd_quit, SMTP_CMD_PRETLS | SMTP_CMD_PREAUTH},
-    {SMTP_VERB_MAIL, smtp_cmd_mail, 0},
-    {SMTP_VERB_RCPT, smtp_cmd_rcpt, 0},
-    {SMTP_VERB_DATA, smtp_cmd_data, 0},
+    {SMTP_VERB_MAIL, smtp_cmd_mail, SMTP_CMD_GATE},
+    {SMTP_VERB_RCPT, smtp_cmd_rcpt, SMTP_CMD_GATE},
+    {SMTP_VERB_DATA, smtp_cmd_data, SMTP_CMD_GATE},
     {SMTP_VERB_BDAT, smtp_cmd_bdat, 0},
     {SMTP_VERB_VRFY, smtp_cmd_vrfy, 0},
     {SMTP_VERB_EXPN, smtp_cmd_not_impl, 0},
@@ -341,10 +433,19 @@ void smtp_cmd_dispatch(struct smtp_session *s, const struct smtp_cmd *cmd)
         smtp_reply_error(s, "500 5.5.1 Command unrecognized");
         return;
     }
+    /* A change-password request needs neither AUTH nor TLS: its
+     * handlers keep it to that (smtp_cmd_mail_gate, smtp_cmd_rcpt_gate;
+     * DATA needs an accepted RCPT). Without any such address configured
+     * MAIL is refused before AUTH as ever. */
+    if (s->member == NULL && (d->flags & SMTP_CMD_GATE) &&
+        (s->txn.gate || smtp_gate_active(s->srv->gate))) {
+        d->fn(s, cmd);
+        return;
+    }
     /* Authentication needs TLS, so "not authenticated" covers "no TLS"
      * for everything but the verbs that lead there. */
     if (s->member == NULL && !(d->flags & SMTP_CMD_PREAUTH)) {
-        smtp_reply_error(s, "530 5.7.0 Authentication required");
+        smtp_reply_error(s, "%s", smtp_cmd_reply_auth);
         return;
     }
     if (s->tls == NULL && !(d->flags & SMTP_CMD_PRETLS)) {

@@ -40,6 +40,8 @@ struct smtp_server {
     struct ratelimit *rl;          /* owned by smtpd: abuse counters */
     char *signer_sock;             /* owned by smtpd: <run_dir>/signer.sock */
     struct auth *auth;             /* owned by smtpd: AUTH checks, cache */
+    struct smtp_gate *gate;        /* owned by smtpd: change-password
+                                      addresses taken without AUTH */
     struct smtp_session *sessions; /* live sessions (list head) */
     unsigned nsessions;            /* length of that list */
     int stopping;                  /* 1 after SIGTERM */
@@ -122,6 +124,9 @@ struct smtp_txn {
     struct queue_env env;        /* env.rcpt borrows rcpt */
     int commit_rc;               /* queue_commit's result */
     uint64_t metrics_t0;         /* uv_hrtime() when signing was asked */
+    /* 1: MAIL came before AUTH; only a change-password request may follow
+     * (one RCPT, smtp_gate.h), spooled for `subgate mailgate`. */
+    int gate;
 };
 
 struct smtp_session {
@@ -147,6 +152,7 @@ struct smtp_session {
     struct tls_conn *tls;     /* owned, NULL until TLS starts */
     struct smtp_parse *parse; /* owned */
     struct smtp_data *data;   /* owned, made at the first DATA */
+    size_t data_max;          /* the size bound data was made with */
     /* Owned: plaintext not yet processed, SMTP_INBUF_SIZE octets; freed
      * once all of it is processed, so that an idle session holds none. */
     char *inbuf;
@@ -245,5 +251,8 @@ void smtp_txn_reset(struct smtp_txn *t);
 /* The DATA reader saw the end of data: check, sign, queue, reply. Leaves
  * the session in SMTP_STATE_CMD or SMTP_STATE_WAIT. */
 void smtp_txn_data_end(struct smtp_session *s);
+/* smtp_txn_gate.c: the same for a change-password request (txn.gate):
+ * spooled to <queue_dir>/mailgate/ (mailgate_spool.h), not signed. */
+void smtp_txn_gate_end(struct smtp_session *s);
 
 #endif

@@ -282,6 +282,10 @@ void smtp_txn_data_end(struct smtp_session *s)
     const char *r;
     size_t len;
 
+    if (t->gate) {
+        smtp_txn_gate_end(s);
+        return;
+    }
     smtp_data_message(s->data, &len);
     log_info("%s: session=%s from=<%s> size=%zu nrcpt=%zu", t->qid, s->id,
              txn_esc(t->sender, esc), len, t->nrcpt);

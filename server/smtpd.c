@@ -14,10 +14,14 @@
 #include "metrics.h"
 #include "auth.h"
 #include "ratelimit.h"
+#include "smtp_gate.h"
 #include "smtp_session.h"
 #include "tls.h"
 
-#define SMTPD_BACKLOG 511
+/* Connections the kernel queues before the loop accepts them: a thousand
+ * clients connecting at once overflow 511 and wait a second for their SYN
+ * to be sent again. Linux caps it at net.core.somaxconn. */
+#define SMTPD_BACKLOG 4096
 
 struct smtpd;
 
@@ -116,6 +120,7 @@ static void smtpd_stop(struct smtpd *d)
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     metrics_http_stop(&d->metrics);
+    smtp_gate_stop(d->srv.gate);
     /* Sessions are freed from close callbacks only, never in here. */
     for (s = d->srv.sessions; s != NULL; s = next) {
         next = s->next;
@@ -221,6 +226,7 @@ static void smtpd_free(struct smtpd *d)
 {
     ratelimit_free(&d->srv.rl);
     auth_free(&d->srv.auth);
+    smtp_gate_free(&d->srv.gate);
     tls_server_ctx_free(&d->srv.tls_ctx);
     free(d->srv.signer_sock);
     free(d->srv.tls_rbuf);
@@ -265,6 +271,7 @@ int smtpd_main(const struct cfg *cfg, const struct smtpd_listener *ls,
         smtpd_free(d);
         return 1;
     }
+    d->srv.gate = smtp_gate_new(&d->loop, cfg);
     d->metrics = metrics_http_start(&d->loop, cfg, &d->srv.nsessions);
     log_info("smtpd: ready listeners=%zu max_sessions=%u", nls,
              cfg->max_sessions);

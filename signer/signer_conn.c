@@ -97,6 +97,8 @@ static void signer_conn_job_free(struct signer_conn_job **jp)
     *jp = NULL;
 }
 
+static void signer_conn_accept(struct signer_conn_srv *s);
+
 static void signer_conn_free(struct signer_conn *c)
 {
     struct signer_conn_srv *s = c->srv;
@@ -112,6 +114,11 @@ static void signer_conn_free(struct signer_conn *c)
     free(c->msg);
     free(c->reply);
     free(c);
+    /* A connection that waited for this slot is taken now. */
+    if (s->accept_waiting && s->listening) {
+        s->accept_waiting = 0;
+        signer_conn_accept(s);
+    }
 }
 
 static void signer_conn_close_cb(uv_handle_t *h)
@@ -507,16 +514,12 @@ static void signer_conn_read_cb(uv_stream_t *st, ssize_t nread,
     }
 }
 
-static void signer_conn_accept_cb(uv_stream_t *server, int status)
+/* Takes the connection that libuv has accepted (one is there). */
+static void signer_conn_accept(struct signer_conn_srv *s)
 {
-    struct signer_conn_srv *s = server->data;
     struct signer_conn *c;
     int rc;
 
-    if (status < 0) {
-        log_error_errno(status, "signer: accept");
-        return;
-    }
     /* The frame reader's 64 KiB buffer is written before it is read:
      * clearing it for every message would cost more than the rest. */
     c = xmalloc(sizeof(*c));
@@ -530,13 +533,7 @@ static void signer_conn_accept_cb(uv_stream_t *server, int status)
     s->conns = c;
     s->nconns++;
     ipc_reader_init(&c->rd);
-    rc = uv_accept(server, (uv_stream_t *)&c->pipe);
-    if (rc == 0 && s->nconns > SIGNER_CONN_MAX_CONNS) {
-        log_error("signer: over %d connections, refusing one",
-                  SIGNER_CONN_MAX_CONNS);
-        signer_conn_close(c);
-        return;
-    }
+    rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
     if (rc == 0)
         rc = uv_read_start((uv_stream_t *)&c->pipe, signer_conn_alloc_cb,
                            signer_conn_read_cb);
@@ -544,6 +541,22 @@ static void signer_conn_accept_cb(uv_stream_t *server, int status)
         log_error_errno(rc, "signer: accept");
         signer_conn_close(c);
     }
+}
+
+static void signer_conn_accept_cb(uv_stream_t *server, int status)
+{
+    struct signer_conn_srv *s = server->data;
+
+    if (status < 0) {
+        log_error_errno(status, "signer: accept");
+        return;
+    }
+    /* Not taking it makes libuv stop listening until we do. */
+    if (s->nconns >= SIGNER_CONN_MAX_CONNS) {
+        s->accept_waiting = 1;
+        return;
+    }
+    signer_conn_accept(s);
 }
 
 /* Removes a socket file that nobody listens on; a live one is an error. */

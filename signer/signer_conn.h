@@ -27,10 +27,13 @@
 /* Room for the header fields that a later hop adds on top of the size
  * subgated accepted: the DKIM-Signature fields themselves and a margin. */
 #define SIGNER_CONN_HEADROOM (64 * 1024)
-/* Open connections at once; subgated's session limit keeps it lower. */
+/* Open connections at once. Past it the signer takes no new connection
+ * until one closes: clients wait in the listen backlog, within their
+ * signer_timeout, instead of being refused. */
 #define SIGNER_CONN_MAX_CONNS 1024
-/* Listen backlog: a burst of sessions ending DATA at the same time. */
-#define SIGNER_CONN_BACKLOG 128
+/* Listen backlog: a burst of sessions ending DATA at the same time (1000
+ * sessions at once fill 128 slots; the kernel caps it at somaxconn). */
+#define SIGNER_CONN_BACKLOG 4096
 
 struct signer_conn;
 
@@ -50,6 +53,8 @@ struct signer_conn_srv {
     struct signer_lookup *lookup;
     /* Owned: SG_IPC_MAX_PAYLOAD octets that every connection reads into. */
     char *rbuf;
+    /* libuv holds an accepted connection for us until a slot frees. */
+    int accept_waiting;
 };
 
 /* Sets up s: libopendkim, the key cache and the listening socket

@@ -666,3 +666,221 @@ def test_tenant_reset_settings(gw):
     res = gw.admin("tenant", "reset", "example.org", "--address",
                    "alice@example.org", check=False)
     assert res.returncode == 1
+
+
+# --- requests taken by subgated itself (accept_in_gateway) --------------
+
+OTHER_CHPASSWD = "chpasswd@other.org"
+
+
+def spool_dir(gw):
+    return gw.queue_dir / "mailgate"
+
+
+def spool_files(gw):
+    d = spool_dir(gw)
+    return sorted(p.name for p in d.iterdir() if p.is_file()) \
+        if d.is_dir() else []
+
+
+def failed_files(gw):
+    d = spool_dir(gw) / "failed"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def plain(gw):
+    """A client on the submission port that never authenticates and
+    stays in plain text."""
+    return connect(gw, tls=None)
+
+
+def gate_open(gw):
+    """Whether subgated has picked up CHPASSWD as accepted in gateway
+    (it rereads the setting every few seconds)."""
+    s = plain(gw)
+    try:
+        if s.mail("probe@example.net")[0] != 250:
+            return False
+        return s.rcpt(CHPASSWD)[0] == 250
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def gated(gw):
+    """example.org takes requests in the gateway; other.org has a
+    change-password address but does not."""
+    gw.admin("tenant", "reset", "other.org", "--address", OTHER_CHPASSWD)
+    gw.admin("tenant", "reset", "example.org", "--address", CHPASSWD,
+             "--accept-in-gateway", "yes")
+    wait_until(lambda: gate_open(gw), "subgated to accept %s" % CHPASSWD)
+    yield gw
+    gw.admin("tenant", "reset", "example.org", "--address", CHPASSWD,
+             "--accept-in-gateway", "no")
+
+
+def submit_request(gw, message, sender="someone@example.net"):
+    """Sends message to CHPASSWD without AUTH or TLS; returns the queue id
+    of the 250 reply."""
+    s = plain(gw)
+    try:
+        code, text = s.mail(sender)
+        assert code == 250, (code, text)
+        code, text = s.rcpt(CHPASSWD)
+        assert code == 250, (code, text)
+        code, text = s.data(message)
+        assert code == 250, (code, text)
+        m = re.search(r"^2\.0\.0 Ok: queued as ([0-9A-Z]{12})$",
+                      text.decode())
+        assert m, text
+        return m.group(1)
+    finally:
+        s.quit()
+
+
+def wait_handled(gw, qid):
+    """The worker ran `subgate mailgate` for qid and removed the file."""
+    gw.wait_log(r"mailgate done$", qid=qid)
+    assert qid not in spool_files(gw)
+
+
+def test_gateway_takes_a_signed_request_without_auth(gated, gpg):
+    gw = gated
+    m = new_member(gw, gpg)
+    qid = submit_request(gw, inline_request(gpg, m.fpr))
+    line = gw.wait_log(r"chpasswd request", qid=qid)
+    assert ("from=<someone@example.net> to=<%s> client=[127.0.0.1]"
+            % CHPASSWD) in line
+    msg = reply_for(gw, m.address)[0]
+    assert_reset_works(gw, gpg, m, msg)
+    wait_handled(gw, qid)
+    # Nothing of the request itself was relayed.
+    assert not [x for x in gw.sink.messages() if CHPASSWD in x.rcpt_to]
+
+
+def test_gateway_refuses_other_recipients_without_auth(gated):
+    gw = gated
+    before_queue = gw.queue_files()
+    before_spool = spool_files(gw)
+    tok = token()
+    s = plain(gw)
+    try:
+        assert s.mail("someone@example.net")[0] == 250
+        for rcpt in ("bob@example.net", "alice@example.org",
+                     "CHPASSWD@example.org.evil.test"):
+            code, text = s.rcpt(rcpt)
+            assert (code, text.decode()[:5]) == (530, "5.7.0"), (rcpt, text)
+        code, text = s.docmd("DATA")
+        assert code == 503, (code, text)
+        # A message sent anyway is read as commands and refused.
+        code, _ = s.docmd("Subject: %s" % tok)
+        assert code >= 500
+        code, text = s.docmd("BDAT", "10 LAST")
+        assert code >= 500, (code, text)
+    finally:
+        s.close()
+    # With TLS it is the same.
+    s = connect(gw)
+    try:
+        assert s.mail("someone@example.net")[0] == 250
+        assert s.rcpt("bob@example.net")[0] == 530
+    finally:
+        s.close()
+    assert gw.queue_files() == before_queue
+    assert spool_files(gw) == before_spool
+    assert not gw.sink.find(tok.encode())
+
+
+def test_gateway_takes_one_recipient_only(gated, gpg):
+    gw = gated
+    s = plain(gw)
+    try:
+        assert s.mail("someone@example.net")[0] == 250
+        assert s.rcpt(CHPASSWD)[0] == 250
+        code, text = s.rcpt("bob@example.net")
+        assert (code, text.decode()[:5]) == (530, "5.7.0"), text
+        code, text = s.rcpt(CHPASSWD)
+        assert (code, text.decode()[:5]) == (452, "4.5.3"), text
+        # AUTH cannot turn the request into something else.
+        code, text = auth_plain(s, "alice@example.org", "alice-Secret-1")
+        assert code == 503 or code == 530, (code, text)
+        assert s.rset()[0] == 250
+    finally:
+        s.quit()
+
+
+@pytest.mark.parametrize("what", ["unsigned", "null-sender"])
+def test_gateway_invalid_request_is_handled_once(gated, gpg, what):
+    gw = gated
+    m = new_member(gw, gpg)
+    before = stored_hash(gw, m.address)
+    if what == "unsigned":
+        qid = submit_request(gw, headers().encode() + b"\r\n" +
+                             PHRASE.encode() + b"\r\n")
+    else:
+        qid = submit_request(gw, inline_request(gpg, m.fpr), sender="<>")
+    wait_handled(gw, qid)
+    assert qid not in failed_files(gw)
+    assert_unchanged(gw, m, before)
+
+
+def test_gateway_spool_file_that_fails_is_set_aside(gated):
+    """A request that `subgate mailgate` cannot take at all is moved to
+    failed/ instead of being run again and again."""
+    gw = gated
+    qid = "ZZ" + token().upper()[:10]
+    qid = re.sub(r"[^0-9A-Z]", "Q", qid)
+    path = spool_dir(gw) / qid
+    path.write_bytes(b"no envelope here\n")
+    gw.wait_log(r"mailgate failed .*moved to", qid=qid)
+    assert qid in failed_files(gw)
+    assert qid not in spool_files(gw)
+
+
+def test_gateway_limits_requests_per_session(gated):
+    gw = gated
+    stranger = "nobody-%s@example.net" % token()
+    s = plain(gw)
+    qids = []
+    try:
+        for _ in range(3):
+            assert s.mail(stranger)[0] == 250
+            assert s.rcpt(CHPASSWD)[0] == 250
+            code, text = s.data(headers().encode() + b"\r\nhello\r\n")
+            assert code == 250, (code, text)
+            qids.append(text.decode().split()[-1])
+        code, text = s.mail(stranger)
+        assert (code, text.decode()[:5]) == (421, "4.7.0"), text
+    finally:
+        s.close()
+    for qid in qids:
+        wait_handled(gw, qid)
+
+
+def test_gateway_refuses_a_tenant_without_accept_in_gateway(gated):
+    gw = gated
+    s = plain(gw)
+    try:
+        assert s.mail("someone@example.net")[0] == 250
+        code, text = s.rcpt(OTHER_CHPASSWD)
+        assert (code, text.decode()[:5]) == (530, "5.7.0"), text
+        code, text = s.docmd("DATA")
+        assert code == 503, (code, text)
+    finally:
+        s.close()
+
+
+def test_gateway_without_any_gated_tenant_refuses_mail(gw):
+    """Runs last: with accept_in_gateway off everywhere, MAIL before AUTH
+    is refused as it always was."""
+    gw.admin("tenant", "reset", "example.org", "--address", CHPASSWD,
+             "--accept-in-gateway", "no")
+
+    def closed():
+        s = plain(gw)
+        try:
+            return s.mail("someone@example.net")[0] == 530
+        finally:
+            s.close()
+
+    wait_until(closed, "subgated to stop accepting %s" % CHPASSWD)

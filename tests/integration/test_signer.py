@@ -454,6 +454,34 @@ def test_parallel_requests(signer, show_log):
         verify_all(signer.state, r[1] + MESSAGE, 2)
 
 
+def test_waits_at_connection_limit(signer, show_log):
+    """Past SIGNER_CONN_MAX_CONNS (1024) open connections the signer takes
+    no more until one closes: the next client waits instead of being
+    refused, and is served once a slot frees."""
+    held = []
+    try:
+        for i in range(1024):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(WAIT)
+            s.connect(signer.state.sock)
+            s.sendall(frame(BEGIN, b"HOLD%d\0example.org\0" % i))
+            held.append(s)
+        result = []
+        t = threading.Thread(target=lambda: result.append(
+            sign(signer.state, "WAITER1", "example.org")))
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not result, "served past the limit"
+        held.pop(0).close()
+        t.join(WAIT)
+        assert result and result[0] is not None and result[0][0] == OK, result
+    finally:
+        for s in held:
+            s.close()
+    reply = sign(signer.state, "AFTER3", "example.org")
+    assert reply is not None and reply[0] == OK
+
+
 def test_client_gives_up(signer, show_log):
     """A client that closes mid-message leaves no trace but a clean
     connection end; the signer keeps serving."""
