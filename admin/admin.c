@@ -317,6 +317,58 @@ int admin_member_find(struct admin_ctx *ctx, const char *address,
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
+int admin_member_id(struct admin_ctx *ctx, const char *address, long long *id_r)
+{
+    int found = admin_member_find(ctx, address, id_r, NULL);
+
+    if (found < 0)
+        return ADMIN_FAIL;
+    return found == 0 ? admin_fail("no member %s", address) : ADMIN_OK;
+}
+
+int admin_print_names(struct admin_ctx *ctx, const char *label, const char *sql,
+                      long long id, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (admin_prepare(ctx, sql, &st) != 0)
+        return ADMIN_FAIL;
+    sqlite3_bind_int64(st, 1, id);
+    printf("%s:", label);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        printf(" %s", sqlite3_column_text(st, 0));
+    printf("\n");
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return admin_db_fail(ctx, what);
+    return ADMIN_OK;
+}
+
+int admin_member_row_del(struct admin_ctx *ctx, int argc, char **argv,
+                         const struct admin_row_del *del)
+{
+    const char *pos[2] = {0};
+    sqlite3_stmt *st;
+    long long mid;
+    size_t npos;
+    int ret;
+
+    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos, del->usage) !=
+        ADMIN_OK)
+        return ADMIN_USAGE;
+    if (admin_member_id(ctx, pos[0], &mid) != ADMIN_OK)
+        return ADMIN_FAIL;
+    if (admin_prepare(ctx, del->sql, &st) != 0)
+        return ADMIN_FAIL;
+    sqlite3_bind_int64(st, 1, mid);
+    sqlite3_bind_text(st, 2, pos[1], -1, SQLITE_STATIC);
+    ret = admin_step_done(ctx, st, del->what);
+    if (ret == ADMIN_OK && sqlite3_changes(ctx->db) == 0)
+        ret = admin_fail("%s has no %s %s", pos[0], del->noun, pos[1]);
+    return ret;
+}
+
 int admin_addr_in_use(struct admin_ctx *ctx, const char *address)
 {
     long long n;

@@ -111,6 +111,27 @@ long long admin_domain_tenant(struct admin_ctx *ctx, const char *domain);
  * *tenant_id_r (either may be NULL), 0 none, -1 on error (printed). */
 int admin_member_find(struct admin_ctx *ctx, const char *address,
                       long long *id_r, long long *tenant_id_r);
+/* The id of the member whose primary address is address: ADMIN_OK with
+ * *id_r, or ADMIN_FAIL (printed, also when there is no such member). */
+int admin_member_id(struct admin_ctx *ctx, const char *address,
+                    long long *id_r);
+
+/* Prints "label: a b c" from the first column of sql run with ?1 = id;
+ * what names the step in a database error. ADMIN_OK or ADMIN_FAIL. */
+int admin_print_names(struct admin_ctx *ctx, const char *label, const char *sql,
+                      long long id, const char *what);
+
+/* A "del ADDRESS KEY" command on rows a member owns: sql deletes with ?1
+ * the member id and ?2 the key; what names the step in a database error,
+ * noun the row in "ADDRESS has no NOUN KEY". */
+struct admin_row_del {
+    const char *usage;
+    const char *sql;
+    const char *what;
+    const char *noun;
+};
+int admin_member_row_del(struct admin_ctx *ctx, int argc, char **argv,
+                         const struct admin_row_del *del);
 /* 1 if address is some member's primary address or alias, 0 if free, -1
  * on error (printed). */
 int admin_addr_in_use(struct admin_ctx *ctx, const char *address);

@@ -49,16 +49,6 @@ static int cert_read_stdin(char *fp)
     return ADMIN_OK;
 }
 
-static int cert_member(struct admin_ctx *ctx, const char *address,
-                       long long *id_r)
-{
-    int found = admin_member_find(ctx, address, id_r, NULL);
-
-    if (found < 0)
-        return ADMIN_FAIL;
-    return found == 0 ? admin_fail("no member %s", address) : ADMIN_OK;
-}
-
 static int cert_add(struct admin_ctx *ctx, int argc, char **argv)
 {
     static const char usage[] = "member cert add ADDRESS < cert.pem";
@@ -72,7 +62,7 @@ static int cert_add(struct admin_ctx *ctx, int argc, char **argv)
     if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, usage) != ADMIN_OK)
         return ADMIN_USAGE;
     if (cert_read_stdin(fp) != ADMIN_OK ||
-        cert_member(ctx, pos[0], &mid) != ADMIN_OK)
+        admin_member_id(ctx, pos[0], &mid) != ADMIN_OK)
         return ADMIN_FAIL;
     if (admin_query_int(
             ctx, "SELECT count(*) FROM member_cert WHERE sha256 = ?1", fp) != 0)
@@ -103,7 +93,7 @@ static int cert_list(struct admin_ctx *ctx, int argc, char **argv)
 
     if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, usage) != ADMIN_OK)
         return ADMIN_USAGE;
-    if (cert_member(ctx, pos[0], &mid) != ADMIN_OK)
+    if (admin_member_id(ctx, pos[0], &mid) != ADMIN_OK)
         return ADMIN_FAIL;
     if (admin_prepare(ctx,
                       "SELECT sha256, created FROM member_cert"
@@ -121,28 +111,14 @@ static int cert_list(struct admin_ctx *ctx, int argc, char **argv)
 
 static int cert_del(struct admin_ctx *ctx, int argc, char **argv)
 {
-    static const char usage[] = "member cert del ADDRESS SHA256";
-    const char *pos[2] = {0};
-    sqlite3_stmt *st;
-    long long mid;
-    size_t npos;
-    int ret;
+    static const struct admin_row_del del = {
+        "member cert del ADDRESS SHA256",
+        "DELETE FROM member_cert WHERE member_id = ?1 AND sha256 = ?2",
+        "deleting certificate",
+        "certificate",
+    };
 
-    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos, usage) != ADMIN_OK)
-        return ADMIN_USAGE;
-    if (cert_member(ctx, pos[0], &mid) != ADMIN_OK)
-        return ADMIN_FAIL;
-    if (admin_prepare(ctx,
-                      "DELETE FROM member_cert WHERE member_id = ?1"
-                      " AND sha256 = ?2",
-                      &st) != 0)
-        return ADMIN_FAIL;
-    sqlite3_bind_int64(st, 1, mid);
-    sqlite3_bind_text(st, 2, pos[1], -1, SQLITE_STATIC);
-    ret = admin_step_done(ctx, st, "deleting certificate");
-    if (ret == ADMIN_OK && sqlite3_changes(ctx->db) == 0)
-        ret = admin_fail("%s has no certificate %s", pos[0], pos[1]);
-    return ret;
+    return admin_member_row_del(ctx, argc, argv, &del);
 }
 
 int cmd_member_cert(struct admin_ctx *ctx, int argc, char **argv)

@@ -698,6 +698,21 @@ static size_t key_count_active(const struct keystate_key *keys, size_t n,
     return c;
 }
 
+/* Puts the index of every key of keys[0..n) in state into pick (*npick_r
+ * of them). ADMIN_FAIL (printed) if domain has none. */
+static int key_pick_state(const struct keystate_key *keys, size_t n,
+                          const char *state, const char *domain, size_t *pick,
+                          size_t *npick_r)
+{
+    *npick_r = 0;
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(keys[k].state, state) == 0)
+            pick[(*npick_r)++] = k;
+    if (*npick_r == 0)
+        return admin_fail("domain %s has no %s key", domain, state);
+    return ADMIN_OK;
+}
+
 /* A retired key stays in DNS for mail in flight; retiring the last active
  * key of an algorithm leaves the domain without a signature of it. */
 static int key_retire(struct admin_ctx *ctx, int argc, char **argv)
@@ -722,12 +737,9 @@ static int key_retire(struct admin_ctx *ctx, int argc, char **argv)
                               "retired",
                               sel, keys[i].state);
         pick[npick++] = (size_t)i;
-    } else {
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(keys[k].state, "active") == 0)
-                pick[npick++] = k;
-        if (npick == 0)
-            return admin_fail("domain %s has no active key", domain);
+    } else if (key_pick_state(keys, n, "active", domain, pick, &npick) !=
+               ADMIN_OK) {
+        return ADMIN_FAIL;
     }
     for (size_t k = 0; k < npick && !force; k++)
         if (key_count_active(keys, n, keys[pick[k]].algo) == 1)
@@ -780,12 +792,9 @@ static int key_revoke(struct admin_ctx *ctx, int argc, char **argv)
                                   ? " (--force revokes it at once)"
                                   : "");
         pick[npick++] = (size_t)i;
-    } else {
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(keys[k].state, "retired") == 0)
-                pick[npick++] = k;
-        if (npick == 0)
-            return admin_fail("domain %s has no retired key", domain);
+    } else if (key_pick_state(keys, n, "retired", domain, pick, &npick) !=
+               ADMIN_OK) {
+        return ADMIN_FAIL;
     }
     if (key_txn_begin(ctx, &t) != ADMIN_OK)
         return ADMIN_FAIL;

@@ -48,6 +48,21 @@ static int member_secret(struct admin_ctx *ctx, const struct admin_opt *opts,
     return ADMIN_OK;
 }
 
+/* Ends a command that set a password: prints a --random one once the
+ * change is committed (ret ADMIN_OK), then wipes the secrets. Returns
+ * ret. */
+static int member_secret_end(int ret, const struct admin_opt *opts, char *pw,
+                             size_t pwlen, char *hash, size_t hashlen,
+                             struct scram_keys *k)
+{
+    if (ret == ADMIN_OK && opts[MEMBER_OPT_RANDOM].set)
+        printf("%s\n", pw);
+    explicit_bzero(pw, pwlen);
+    explicit_bzero(hash, hashlen);
+    explicit_bzero(k, sizeof *k);
+    return ret;
+}
+
 /* Inserts the member row (in a transaction). */
 static int member_insert(struct admin_ctx *ctx, const char *addr,
                          const char *domain, const char *hash,
@@ -116,12 +131,8 @@ static int member_add(struct admin_ctx *ctx, int argc, char **argv)
     } else {
         ret = admin_commit(ctx);
     }
-    if (ret == ADMIN_OK && opts[MEMBER_OPT_RANDOM].set)
-        printf("%s\n", pw);
-    explicit_bzero(pw, sizeof pw);
-    explicit_bzero(hash, sizeof hash);
-    explicit_bzero(&keys, sizeof keys);
-    return ret;
+    return member_secret_end(ret, opts, pw, sizeof pw, hash, sizeof hash,
+                             &keys);
 }
 
 static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
@@ -165,12 +176,8 @@ static int member_passwd(struct admin_ctx *ctx, int argc, char **argv)
     }
     if (ret != ADMIN_OK)
         admin_rollback(ctx);
-    if (ret == ADMIN_OK && opts[MEMBER_OPT_RANDOM].set)
-        printf("%s\n", pw);
-    explicit_bzero(pw, sizeof pw);
-    explicit_bzero(hash, sizeof hash);
-    explicit_bzero(&keys, sizeof keys);
-    return ret;
+    return member_secret_end(ret, opts, pw, sizeof pw, hash, sizeof hash,
+                             &keys);
 }
 
 static int member_list(struct admin_ctx *ctx, int argc, char **argv)
@@ -217,23 +224,10 @@ static int member_list(struct admin_ctx *ctx, int argc, char **argv)
 /* Prints "aliases: a b c" for member id. */
 static int member_show_aliases(struct admin_ctx *ctx, long long id)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (admin_prepare(ctx,
-                      "SELECT address FROM alias WHERE member_id = ?1"
-                      " ORDER BY address",
-                      &st) != 0)
-        return ADMIN_FAIL;
-    sqlite3_bind_int64(st, 1, id);
-    printf("aliases:");
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        printf(" %s", sqlite3_column_text(st, 0));
-    printf("\n");
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return admin_db_fail(ctx, "listing aliases");
-    return ADMIN_OK;
+    return admin_print_names(ctx, "aliases",
+                             "SELECT address FROM alias WHERE member_id = ?1"
+                             " ORDER BY address",
+                             id, "listing aliases");
 }
 
 static int member_show(struct admin_ctx *ctx, int argc, char **argv)

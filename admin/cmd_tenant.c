@@ -169,23 +169,10 @@ static int tenant_list(struct admin_ctx *ctx, int argc, char **argv)
 /* Prints "domains: a b c" for tenant id. */
 static int tenant_show_domains(struct admin_ctx *ctx, long long id)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (admin_prepare(ctx,
-                      "SELECT name FROM domain WHERE tenant_id = ?1"
-                      " ORDER BY name",
-                      &st) != 0)
-        return ADMIN_FAIL;
-    sqlite3_bind_int64(st, 1, id);
-    printf("domains:");
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        printf(" %s", sqlite3_column_text(st, 0));
-    printf("\n");
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return admin_db_fail(ctx, "listing domains");
-    return ADMIN_OK;
+    return admin_print_names(ctx, "domains",
+                             "SELECT name FROM domain WHERE tenant_id = ?1"
+                             " ORDER BY name",
+                             id, "listing domains");
 }
 
 static int tenant_show(struct admin_ctx *ctx, int argc, char **argv)
@@ -292,19 +279,38 @@ int cmd_tenant(struct admin_ctx *ctx, int argc, char **argv)
                           argc, argv);
 }
 
-/* Checks TENANT and DOMAIN of `domain add|del`: fills *tid_r and the
- * normalised domain. ADMIN_OK or ADMIN_FAIL (printed). */
-static int domain_args(struct admin_ctx *ctx, const char *tenant,
-                       const char *domain, long long *tid_r, char *name)
+/* Starts `domain add|del TENANT DOMAIN`: parses argv into pos, opens a
+ * transaction, checks both names and fills *tid_r, the normalised domain
+ * and *owner_r (the tenant that has it now, 0 none). ADMIN_OK inside the
+ * transaction; ADMIN_USAGE, or ADMIN_FAIL (printed, rolled back). */
+static int domain_begin(struct admin_ctx *ctx, int argc, char **argv,
+                        const char *usage, const char **pos, long long *tid_r,
+                        char *name, long long *owner_r)
 {
-    if (!admin_domain_norm(domain, name))
-        return admin_fail("invalid domain %s", domain);
-    *tid_r = admin_tenant_id(ctx, tenant);
-    if (*tid_r < 0)
+    size_t npos;
+
+    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos, usage) != ADMIN_OK)
+        return ADMIN_USAGE;
+    if (admin_begin(ctx) != ADMIN_OK)
         return ADMIN_FAIL;
-    if (*tid_r == 0)
-        return tenant_missing(ctx, tenant);
+    if (!admin_domain_norm(pos[1], name)) {
+        admin_fail("invalid domain %s", pos[1]);
+        goto fail;
+    }
+    *tid_r = admin_tenant_id(ctx, pos[0]);
+    if (*tid_r < 0)
+        goto fail;
+    if (*tid_r == 0) {
+        tenant_missing(ctx, pos[0]);
+        goto fail;
+    }
+    *owner_r = admin_domain_tenant(ctx, name);
+    if (*owner_r < 0)
+        goto fail;
     return ADMIN_OK;
+fail:
+    admin_rollback(ctx);
+    return ADMIN_FAIL;
 }
 
 static int domain_add(struct admin_ctx *ctx, int argc, char **argv)
@@ -312,19 +318,13 @@ static int domain_add(struct admin_ctx *ctx, int argc, char **argv)
     sqlite3_stmt *st;
     const char *pos[2] = {0};
     char name[SG_MAX_DOMAIN + 1];
-    size_t npos;
-    long long tid = 0, owner;
+    long long tid = 0, owner = 0;
+    int ret;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos,
-                   "domain add TENANT DOMAIN") != ADMIN_OK)
-        return ADMIN_USAGE;
-    if (admin_begin(ctx) != ADMIN_OK)
-        return ADMIN_FAIL;
-    if (domain_args(ctx, pos[0], pos[1], &tid, name) != ADMIN_OK)
-        goto fail;
-    owner = admin_domain_tenant(ctx, name);
-    if (owner < 0)
-        goto fail;
+    ret = domain_begin(ctx, argc, argv, "domain add TENANT DOMAIN", pos, &tid,
+                       name, &owner);
+    if (ret != ADMIN_OK)
+        return ret;
     if (owner > 0) {
         domain_taken(ctx, name);
         goto fail;
@@ -371,19 +371,13 @@ static int domain_del(struct admin_ctx *ctx, int argc, char **argv)
     sqlite3_stmt *st;
     const char *pos[2] = {0};
     char name[SG_MAX_DOMAIN + 1];
-    size_t npos;
-    long long tid = 0, owner;
+    long long tid = 0, owner = 0;
+    int ret;
 
-    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos,
-                   "domain del TENANT DOMAIN") != ADMIN_OK)
-        return ADMIN_USAGE;
-    if (admin_begin(ctx) != ADMIN_OK)
-        return ADMIN_FAIL;
-    if (domain_args(ctx, pos[0], pos[1], &tid, name) != ADMIN_OK)
-        goto fail;
-    owner = admin_domain_tenant(ctx, name);
-    if (owner < 0)
-        goto fail;
+    ret = domain_begin(ctx, argc, argv, "domain del TENANT DOMAIN", pos, &tid,
+                       name, &owner);
+    if (ret != ADMIN_OK)
+        return ret;
     if (owner != tid) {
         admin_fail("domain %s does not belong to tenant %s", name, pos[0]);
         goto fail;

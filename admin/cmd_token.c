@@ -24,19 +24,6 @@ static int token_label_valid(const char *s)
                      "0123456789._-") == n;
 }
 
-/* The member id of address: ADMIN_OK with *id_r, or ADMIN_FAIL (printed). */
-static int token_member(struct admin_ctx *ctx, const char *address,
-                        long long *id_r)
-{
-    int found = admin_member_find(ctx, address, id_r, NULL);
-
-    if (found < 0)
-        return ADMIN_FAIL;
-    if (found == 0)
-        return admin_fail("no member %s", address);
-    return ADMIN_OK;
-}
-
 /* ADMIN_OK if the member has no token labelled label, else ADMIN_FAIL. */
 static int token_label_free(struct admin_ctx *ctx, long long mid,
                             const char *address, const char *label)
@@ -116,7 +103,7 @@ static int token_add(struct admin_ctx *ctx, int argc, char **argv)
                             opts[0].value, SG_MAX_TOKEN_LABEL);
     if (admin_begin(ctx) != ADMIN_OK)
         return ADMIN_FAIL;
-    ret = token_member(ctx, pos[0], &mid);
+    ret = admin_member_id(ctx, pos[0], &mid);
     if (ret == ADMIN_OK)
         ret = token_label_free(ctx, mid, pos[0], opts[0].value);
     if (ret == ADMIN_OK)
@@ -143,7 +130,7 @@ static int token_list(struct admin_ctx *ctx, int argc, char **argv)
 
     if (admin_args(argc, argv, NULL, 0, pos, 1, 1, &npos, usage) != ADMIN_OK)
         return ADMIN_USAGE;
-    if (token_member(ctx, pos[0], &mid) != ADMIN_OK)
+    if (admin_member_id(ctx, pos[0], &mid) != ADMIN_OK)
         return ADMIN_FAIL;
     if (admin_prepare(ctx,
                       "SELECT label, created, coalesce(last_used, 0),"
@@ -165,28 +152,14 @@ static int token_list(struct admin_ctx *ctx, int argc, char **argv)
 
 static int token_del(struct admin_ctx *ctx, int argc, char **argv)
 {
-    static const char usage[] = "member token del ADDRESS LABEL";
-    const char *pos[2] = {0};
-    sqlite3_stmt *st;
-    long long mid;
-    size_t npos;
-    int ret;
+    static const struct admin_row_del del = {
+        "member token del ADDRESS LABEL",
+        "DELETE FROM member_token WHERE member_id = ?1 AND label = ?2",
+        "deleting token",
+        "token",
+    };
 
-    if (admin_args(argc, argv, NULL, 0, pos, 2, 2, &npos, usage) != ADMIN_OK)
-        return ADMIN_USAGE;
-    if (token_member(ctx, pos[0], &mid) != ADMIN_OK)
-        return ADMIN_FAIL;
-    if (admin_prepare(ctx,
-                      "DELETE FROM member_token WHERE member_id = ?1"
-                      " AND label = ?2",
-                      &st) != 0)
-        return ADMIN_FAIL;
-    sqlite3_bind_int64(st, 1, mid);
-    sqlite3_bind_text(st, 2, pos[1], -1, SQLITE_STATIC);
-    ret = admin_step_done(ctx, st, "deleting token");
-    if (ret == ADMIN_OK && sqlite3_changes(ctx->db) == 0)
-        ret = admin_fail("%s has no token %s", pos[0], pos[1]);
-    return ret;
+    return admin_member_row_del(ctx, argc, argv, &del);
 }
 
 int cmd_member_token(struct admin_ctx *ctx, int argc, char **argv)

@@ -15,6 +15,8 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "../common/fsutil.h"
+
 /* RFC 8463 3: an Ed25519 public key is 32 octets. */
 #define KEYGEN_ED25519_LEN 32
 
@@ -115,17 +117,12 @@ static int keygen_write_fd(EVP_PKEY *pkey, int fd, char *err, size_t errlen)
 /* Makes the rename durable. */
 static int keygen_sync_dir(const char *dir, char *err, size_t errlen)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int e;
+    int rc = fsutil_sync_dir(dir);
 
-    if (fd < 0 || fsync(fd) != 0) {
-        e = errno;
-        if (fd >= 0)
-            close(fd);
-        snprintf(err, errlen, "%s: fsync: %s", dir, strerror(e));
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: fsync: %s", dir, strerror(-rc));
         return -1;
     }
-    close(fd);
     return 0;
 }
 

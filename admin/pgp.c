@@ -430,6 +430,20 @@ static int pgp_keyring_exists(const char *keyring)
     return stat(keyring, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Clears *sig_r and opens a context on keyring for a verification: 1 with
+ * *ctx_r; 0 when the tenant has no keyring (verdict unknown key, nothing
+ * to verify against); -1 with err. */
+static int pgp_verify_begin(const char *keyring, struct pgp_sig *sig_r,
+                            gpgme_ctx_t *ctx_r, char *err, size_t errlen)
+{
+    memset(sig_r, 0, sizeof *sig_r);
+    if (!pgp_keyring_exists(keyring)) {
+        sig_r->verdict = PGP_SIG_UNKNOWN_KEY;
+        return 0;
+    }
+    return pgp_ctx(keyring, ctx_r, err, errlen) != 0 ? -1 : 1;
+}
+
 int pgp_verify_clear(const char *keyring, const char *data, size_t len,
                      struct pgp_sig *sig_r, char **plain_r, size_t *plainlen_r,
                      char *err, size_t errlen)
@@ -440,13 +454,9 @@ int pgp_verify_clear(const char *keyring, const char *data, size_t len,
 
     *plain_r = NULL;
     *plainlen_r = 0;
-    memset(sig_r, 0, sizeof *sig_r);
-    if (!pgp_keyring_exists(keyring)) {
-        sig_r->verdict = PGP_SIG_UNKNOWN_KEY;
-        return 0;
-    }
-    if (pgp_ctx(keyring, &ctx, err, errlen) != 0)
-        return -1;
+    rc = pgp_verify_begin(keyring, sig_r, &ctx, err, errlen);
+    if (rc <= 0)
+        return rc;
     if (gpgme_data_new_from_mem(&in, data, len, 0) != 0 ||
         gpgme_data_new(&out) != 0) {
         snprintf(err, errlen, "gpgme: out of memory");
@@ -472,13 +482,9 @@ int pgp_verify_detached(const char *keyring, const char *signed_data,
     gpgme_ctx_t ctx;
     int rc;
 
-    memset(sig_r, 0, sizeof *sig_r);
-    if (!pgp_keyring_exists(keyring)) {
-        sig_r->verdict = PGP_SIG_UNKNOWN_KEY;
-        return 0;
-    }
-    if (pgp_ctx(keyring, &ctx, err, errlen) != 0)
-        return -1;
+    rc = pgp_verify_begin(keyring, sig_r, &ctx, err, errlen);
+    if (rc <= 0)
+        return rc;
     if (gpgme_data_new_from_mem(&sd, sig, siglen, 0) != 0 ||
         gpgme_data_new_from_mem(&td, signed_data, signed_len, 0) != 0) {
         snprintf(err, errlen, "gpgme: out of memory");

@@ -11,6 +11,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../common/fsutil.h"
+
 static int spool_mkdir(const char *path)
 {
     struct stat st;
@@ -69,18 +71,6 @@ static int spool_value_ok(const char *s)
     return i <= SG_MAX_PATH;
 }
 
-static int spool_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 /* Creates tmp, writes env and the message, fsyncs. 0 or -errno. */
 static int spool_write_file(const char *tmp, const char *env, size_t envlen,
                             const char *msg, size_t len)
@@ -129,7 +119,7 @@ int mailgate_spool_write(const char *queue_dir, const char *id,
         rc = -errno; /* link: never replaces an existing request */
     unlink(tmp);
     if (rc == 0) {
-        rc = spool_fsync_dir(dir);
+        rc = fsutil_sync_dir(dir);
         if (rc < 0)
             unlink(dst); /* not durable: the client will try again */
     }

@@ -13,6 +13,7 @@
 
 #include "../common/addr.h"
 #include "../common/xalloc.h"
+#include "smtp_auth.h"
 
 /* RFC 2047 2: an encoded word is at most 75 octets; its charset token is
  * shorter still. Longer "words" are taken as they are. */
@@ -39,21 +40,6 @@ static int policy_hex(unsigned char c)
         return c - 'a' + 10;
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
-    return -1;
-}
-
-static int policy_b64(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
     return -1;
 }
 
@@ -102,7 +88,7 @@ static size_t policy_encoded_word(const char *v, size_t len, size_t i,
             } else {
                 out[(*o)++] = (char)c;
             }
-        } else if ((h = policy_b64(c)) >= 0) {
+        } else if ((h = smtp_auth_b64_digit(c)) >= 0) {
             acc = (acc << 6) | (unsigned long)h;
             bits += 6;
             if (bits >= 8) {

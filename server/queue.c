@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/fsutil.h"
 #include "../common/log.h"
 #include "../common/xalloc.h"
 
@@ -146,18 +147,12 @@ const char *queue_dir_name(enum queue_where w)
 static int queue_fsync_dir(const char *queue_dir, const char *sub)
 {
     char path[PATH_MAX];
-    int fd, rc = 0;
+    int rc;
 
     rc = queue_path(path, sizeof(path), queue_dir, sub, NULL, "");
     if (rc < 0)
         return rc;
-    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
+    return fsutil_sync_dir(path);
 }
 
 /* Writes all of iov[0..cnt) to fd, resuming after short writes and EINTR.
@@ -348,10 +343,15 @@ int queue_commit(const char *queue_dir, const struct queue_env *env,
     return 0;
 }
 
-int queue_update(const char *queue_dir, const struct queue_env *env,
-                 const char *body, size_t bodylen)
+/* Writes env and body to tmp/ID.new for a rewrite of the message in sub,
+ * after removing a left-over from a crash during an earlier rewrite. tmp
+ * and dst (sub/ID) are PATH_MAX buffers filled here. With must_exist, a
+ * dst deleted meanwhile (by the admin tool) stays deleted: -ENOENT, and
+ * nothing is written. 0 or -errno; on failure no new file remains. */
+static int queue_write_new(const char *queue_dir, const struct queue_env *env,
+                           const char *body, size_t bodylen, const char *sub,
+                           int must_exist, char *tmp, char *dst)
 {
-    char tmp[PATH_MAX], act[PATH_MAX];
     struct iovec iov;
     size_t envlen;
     char *envbuf;
@@ -360,29 +360,33 @@ int queue_update(const char *queue_dir, const struct queue_env *env,
     envbuf = queue_env_format(env, &envlen, &rc);
     if (envbuf == NULL)
         return rc;
-    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id, ".new")) <
+    if ((rc = queue_path(tmp, PATH_MAX, queue_dir, "tmp", env->id, ".new")) <
             0 ||
-        (rc = queue_path(act, sizeof(act), queue_dir, "active", env->id, "")) <
-            0) {
-        free(envbuf);
-        return rc;
-    }
-    /* A message deleted meanwhile (by the admin tool) stays deleted. */
-    if (access(act, F_OK) < 0) {
+        (rc = queue_path(dst, PATH_MAX, queue_dir, sub, env->id, "")) < 0)
+        goto out;
+    if (must_exist && access(dst, F_OK) < 0) {
         rc = -errno;
-        free(envbuf);
-        return rc;
+        goto out;
     }
-    /* A left-over from a crash during an earlier update. */
     if (unlink(tmp) < 0 && errno != ENOENT) {
         rc = -errno;
-        free(envbuf);
-        return rc;
+        goto out;
     }
     iov.iov_base = (void *)(uintptr_t)body;
     iov.iov_len = bodylen;
     rc = queue_write_file(tmp, envbuf, envlen, &iov, 1);
+out:
     free(envbuf);
+    return rc;
+}
+
+int queue_update(const char *queue_dir, const struct queue_env *env,
+                 const char *body, size_t bodylen)
+{
+    char tmp[PATH_MAX], act[PATH_MAX];
+    int rc;
+
+    rc = queue_write_new(queue_dir, env, body, bodylen, "active", 1, tmp, act);
     if (rc < 0)
         return rc;
     if (rename(tmp, act) < 0) {
@@ -614,32 +618,45 @@ void queue_env_clear(struct queue_env *env)
     env->nrcpt = 0;
 }
 
+/* Opens the queue file id in w for reading, refusing links and anything
+ * but a regular file; *st its status. The descriptor, or -errno. */
+static int queue_open_file(const char *queue_dir, enum queue_where w,
+                           const char *id, struct stat *st)
+{
+    char path[PATH_MAX];
+    int fd, rc;
+
+    if (!queue_id_valid(id))
+        return -EINVAL;
+    rc = queue_path(path, sizeof(path), queue_dir, queue_dir_name(w), id, "");
+    if (rc < 0)
+        return rc;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, st) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
+    return fd;
+}
+
 int queue_read(const char *queue_dir, enum queue_where w, const char *id,
                size_t max, char **buf_r, size_t *len_r)
 {
-    char path[PATH_MAX];
     struct stat st;
     size_t len = 0;
     char *buf;
     int fd, err;
 
-    if (!queue_id_valid(id))
-        return -EINVAL;
-    err = queue_path(path, sizeof(path), queue_dir, queue_dir_name(w), id, "");
-    if (err < 0)
-        return err;
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd = queue_open_file(queue_dir, w, id, &st);
     if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        err = -errno;
-        close(fd);
-        return err;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
+        return fd;
     if ((unsigned long long)st.st_size > max) {
         close(fd);
         return -EFBIG;
@@ -668,7 +685,6 @@ int queue_read_env(const char *queue_dir, enum queue_where w, const char *id,
                    struct queue_env *env, long long *msgsize_r,
                    const char **err_r)
 {
-    char path[PATH_MAX];
     struct stat st;
     size_t len = 0, cap = 0, off = 0;
     char *buf = NULL;
@@ -676,23 +692,9 @@ int queue_read_env(const char *queue_dir, enum queue_where w, const char *id,
 
     *err_r = "unreadable";
     memset(env, 0, sizeof(*env));
-    if (!queue_id_valid(id))
-        return -EINVAL;
-    rc = queue_path(path, sizeof(path), queue_dir, queue_dir_name(w), id, "");
-    if (rc < 0)
-        return rc;
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd = queue_open_file(queue_dir, w, id, &st);
     if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
+        return fd;
     /* Reads in growing steps until the envelope ends: most are short. */
     for (;;) {
         ssize_t n;
@@ -794,31 +796,9 @@ int queue_settle(const char *queue_dir, const struct queue_env *env,
                  const char *body, size_t bodylen)
 {
     char tmp[PATH_MAX], busy[PATH_MAX];
-    struct iovec iov;
-    size_t envlen;
-    char *envbuf;
     int rc;
 
-    envbuf = queue_env_format(env, &envlen, &rc);
-    if (envbuf == NULL)
-        return rc;
-    if ((rc = queue_path(tmp, sizeof(tmp), queue_dir, "tmp", env->id, ".new")) <
-            0 ||
-        (rc = queue_path(busy, sizeof(busy), queue_dir, "busy", env->id, "")) <
-            0) {
-        free(envbuf);
-        return rc;
-    }
-    /* A left-over from a crash during an earlier settle. */
-    if (unlink(tmp) < 0 && errno != ENOENT) {
-        rc = -errno;
-        free(envbuf);
-        return rc;
-    }
-    iov.iov_base = (void *)(uintptr_t)body;
-    iov.iov_len = bodylen;
-    rc = queue_write_file(tmp, envbuf, envlen, &iov, 1);
-    free(envbuf);
+    rc = queue_write_new(queue_dir, env, body, bodylen, "busy", 0, tmp, busy);
     if (rc < 0)
         return rc;
     rc = queue_replace_existing(tmp, busy);

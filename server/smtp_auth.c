@@ -12,8 +12,7 @@
 static const char smtp_auth_b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Value of base64 octet c, or -1 if c is not in the alphabet. */
-static int smtp_auth_b64_digit(unsigned char c)
+int smtp_auth_b64_digit(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';

@@ -17,6 +17,8 @@ struct smtp_auth_creds {
     char password[SMTP_AUTH_MAX_FIELD + 1];
 };
 
+/* Value of base64 octet c (RFC 4648 4 alphabet), or -1 if c is not in it. */
+int smtp_auth_b64_digit(unsigned char c);
 /* Decodes base64 (RFC 4648, padding required, no whitespace) into out.
  * Returns the decoded length, or -1 on bad input or if out is too small.
  * "=" alone (RFC 4954 4: empty initial response) decodes to length 0. */

@@ -221,6 +221,16 @@ static void smtp_strong_final(struct smtp_session *s, const char *msg,
     smtp_strong_ask(s, b64);
 }
 
+/* Ends the exchange on a client response that does not decode. */
+static void smtp_strong_undecodable(struct smtp_session *s)
+{
+    smtp_cmd_scram_abort(s);
+    s->auth_step = SMTP_AUTH_NONE;
+    s->state = SMTP_STATE_CMD;
+    smtp_session_parse_mode(s, 0);
+    smtp_reply_error(s, "501 5.5.2 Cannot decode response");
+}
+
 static void smtp_strong_cert_done(void *arg, int result, const char *reason,
                                   struct db_member *m,
                                   const struct scram_keys *k)
@@ -255,11 +265,7 @@ static void smtp_strong_external(struct smtp_session *s, const char *b64,
     n = smtp_auth_b64_decode(b64, len, (unsigned char *)st->authzid,
                              sizeof st->authzid - 1);
     if (n < 0 || memchr(st->authzid, '\0', (size_t)n) != NULL) {
-        smtp_cmd_scram_abort(s);
-        s->auth_step = SMTP_AUTH_NONE;
-        s->state = SMTP_STATE_CMD;
-        smtp_session_parse_mode(s, 0);
-        smtp_reply_error(s, "501 5.5.2 Cannot decode response");
+        smtp_strong_undecodable(s);
         return;
     }
     st->authzid[n] = '\0';
@@ -325,11 +331,7 @@ void smtp_cmd_scram_line(struct smtp_session *s, const char *line, size_t len)
     }
     n = smtp_strong_decode(line, len, msg, sizeof msg - 1);
     if (n < 0) {
-        smtp_cmd_scram_abort(s);
-        s->auth_step = SMTP_AUTH_NONE;
-        s->state = SMTP_STATE_CMD;
-        smtp_session_parse_mode(s, 0);
-        smtp_reply_error(s, "501 5.5.2 Cannot decode response");
+        smtp_strong_undecodable(s);
         return;
     }
     if (st->phase == SMTP_STRONG_FIRST)

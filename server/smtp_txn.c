@@ -17,6 +17,7 @@
 #include "smtp_data.h"
 #include "smtp_limit.h"
 #include "smtp_session.h"
+#include "smtp_txn.h"
 
 #define TXN_ESC (4 * SG_LOG_MAX_PEER_TEXT + 4)
 /* The Received: field: fixed text, a greeting, an address, a host name,
@@ -55,11 +56,7 @@ static const char *txn_esc(const char *in, char *out)
     return log_escape(in, strlen(in), out, TXN_ESC);
 }
 
-/* Answers the end of DATA and goes back to reading commands: from a
- * handler (in_handler) the session loop goes on by itself, from a
- * callback it has to be resumed. */
-static void txn_finish(struct smtp_session *s, const char *reply,
-                       int in_handler)
+void smtp_txn_finish(struct smtp_session *s, const char *reply, int in_handler)
 {
     metrics_message(reply, s->txn.metrics_t0);
     smtp_reply(s, "%s", reply);
@@ -74,7 +71,7 @@ static void txn_reject(struct smtp_session *s, const char *reply,
                        const char *reason)
 {
     log_warn("%s: reject code=%.3s reason=\"%s\"", s->txn.qid, reply, reason);
-    txn_finish(s, reply, 1);
+    smtp_txn_finish(s, reply, 1);
 }
 
 /* Our trace field (RFC 5321 4.4), "with ESMTPSA" per RFC 3848, into
@@ -128,7 +125,7 @@ static void txn_committed(uv_work_t *w, int status)
         log_error_errno(t->commit_rc, "%s: queue write failed", t->qid);
         if (smtp_session_release(s))
             return;
-        txn_finish(s, txn_reply_queue, 0);
+        smtp_txn_finish(s, txn_reply_queue, 0);
         return;
     }
     /* Committed: it stays queued even if the client has gone. */
@@ -139,7 +136,7 @@ static void txn_committed(uv_work_t *w, int status)
     if (smtp_session_release(s))
         return;
     snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", t->qid);
-    txn_finish(s, reply, 0);
+    smtp_txn_finish(s, reply, 0);
 }
 
 /* The envelope for the queue file; borrows the recipients. */
@@ -173,7 +170,7 @@ static void txn_signed(void *arg, int status, const char *sig, size_t siglen,
         log_error("%s: sign failed reason=\"%s\"", t->qid,
                   err != NULL ? err : "unknown");
         if (!smtp_session_release(s))
-            txn_finish(s, txn_reply_sign, 0);
+            smtp_txn_finish(s, txn_reply_sign, 0);
         return;
     }
     if (s->closed) {
@@ -197,7 +194,7 @@ static void txn_signed(void *arg, int status, const char *sig, size_t siglen,
     rc = uv_queue_work(s->srv->loop, &t->work, txn_commit_work, txn_committed);
     if (rc != 0) {
         log_error("%s: queue write failed: %s", t->qid, uv_strerror(rc));
-        txn_finish(s, txn_reply_queue, 0);
+        smtp_txn_finish(s, txn_reply_queue, 0);
         return;
     }
     s->pending++;
@@ -299,7 +296,7 @@ void smtp_txn_data_end(struct smtp_session *s)
         return;
     r = smtp_limit_data_end(s);
     if (r != NULL) {
-        txn_finish(s, r, 1);
+        smtp_txn_finish(s, r, 1);
         return;
     }
     t->msg = smtp_data_steal(s->data, &t->msglen);
@@ -309,7 +306,7 @@ void smtp_txn_data_end(struct smtp_session *s)
         s->srv->cfg->signer_timeout_ms, txn_signed, s);
     if (t->sign_req == NULL) {
         log_error("%s: sign failed reason=\"cannot reach signer\"", t->qid);
-        txn_finish(s, txn_reply_sign, 1);
+        smtp_txn_finish(s, txn_reply_sign, 1);
         return;
     }
     s->pending++;

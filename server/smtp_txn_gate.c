@@ -9,27 +9,14 @@
 
 #include "../common/log.h"
 #include "mailgate_spool.h"
-#include "metrics.h"
 #include "smtp_data.h"
 #include "smtp_session.h"
+#include "smtp_txn.h"
 
 #define GATE_ESC (4 * SG_LOG_MAX_PEER_TEXT + 4)
 
 static const char gate_reply_queue[] =
     "451 4.3.0 Queue write failed, try again later";
-
-/* Answers and goes back to reading commands (see txn_finish). */
-static void gate_finish(struct smtp_session *s, const char *reply,
-                        int in_handler)
-{
-    metrics_message(reply, s->txn.metrics_t0);
-    smtp_reply(s, "%s", reply);
-    smtp_txn_reset(&s->txn);
-    if (in_handler)
-        s->state = SMTP_STATE_CMD;
-    else
-        smtp_session_resume(s);
-}
 
 static void gate_work(uv_work_t *w)
 {
@@ -54,7 +41,7 @@ static void gate_written(uv_work_t *w, int status)
         log_error_errno(-t->commit_rc, "%s: mailgate spool write failed",
                         t->qid);
         if (!smtp_session_release(s))
-            gate_finish(s, gate_reply_queue, 0);
+            smtp_txn_finish(s, gate_reply_queue, 0);
         return;
     }
     /* Written: it is handled even if the client has gone. */
@@ -67,7 +54,7 @@ static void gate_written(uv_work_t *w, int status)
     if (smtp_session_release(s))
         return;
     snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", t->qid);
-    gate_finish(s, reply, 0);
+    smtp_txn_finish(s, reply, 0);
 }
 
 void smtp_txn_gate_end(struct smtp_session *s)
@@ -81,7 +68,7 @@ void smtp_txn_gate_end(struct smtp_session *s)
         log_warn("%s: reject code=%.3s reason=\"%s\" client=%s", t->qid,
                  smtp_data_error_reply(e), smtp_data_error_reply(e) + 10,
                  s->client);
-        gate_finish(s, smtp_data_error_reply(e), 1);
+        smtp_txn_finish(s, smtp_data_error_reply(e), 1);
         return;
     }
     t->metrics_t0 = uv_hrtime();
@@ -91,7 +78,7 @@ void smtp_txn_gate_end(struct smtp_session *s)
     if (rc != 0) {
         log_error("%s: mailgate spool write failed: %s", t->qid,
                   uv_strerror(rc));
-        gate_finish(s, gate_reply_queue, 1);
+        smtp_txn_finish(s, gate_reply_queue, 1);
         return;
     }
     s->pending++;

@@ -15,14 +15,7 @@
 #include <cmocka.h>
 
 #include "../../server/bounce.h"
-
-#define CHECK_STR(got, want, what)                                             \
-    do {                                                                       \
-        const char *g_ = (got), *w_ = (want);                                  \
-        if (g_ == NULL || strcmp(g_, w_) != 0)                                 \
-            fail_msg("%s: got \"%s\", want \"%s\"", (what),                    \
-                     g_ ? g_ : "(null)", w_);                                  \
-    } while (0)
+#include "testutil.h"
 
 static const char orig[] =
     "DKIM-Signature: v=1; a=ed25519-sha256; d=example.org; s=x;\r\n"

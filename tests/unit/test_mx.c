@@ -21,19 +21,7 @@
 #include <ldns/ldns.h>
 
 #include "../../server/mx.h"
-
-#define CHECK_STR(got, want, what)                                             \
-    do {                                                                       \
-        const char *g_ = (got), *w_ = (want);                                  \
-        if (strcmp(g_, w_) != 0)                                               \
-            fail_msg("%s: got \"%s\", want \"%s\"", (what), g_, w_);           \
-    } while (0)
-#define CHECK_INT(got, want, what)                                             \
-    do {                                                                       \
-        long long g_ = (long long)(got), w_ = (long long)(want);               \
-        if (g_ != w_)                                                          \
-            fail_msg("%s: got %lld, want %lld", (what), g_, w_);               \
-    } while (0)
+#include "testutil.h"
 
 /* A counter as "random" source: deterministic orders. */
 static unsigned seq_rnd(void *arg)

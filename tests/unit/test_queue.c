@@ -19,20 +19,9 @@
 #include <cmocka.h>
 
 #include "../../server/queue.h"
+#include "testutil.h"
 
 /* Asserts with a got/want message. */
-#define CHECK_INT(got, want, what)                                             \
-    do {                                                                       \
-        long long g_ = (long long)(got), w_ = (long long)(want);               \
-        if (g_ != w_)                                                          \
-            fail_msg("%s: got %lld, want %lld", (what), g_, w_);               \
-    } while (0)
-#define CHECK_STR(got, want, what)                                             \
-    do {                                                                       \
-        const char *g_ = (got), *w_ = (want);                                  \
-        if (strcmp(g_, w_) != 0)                                               \
-            fail_msg("%s: got \"%s\", want \"%s\"", (what), g_, w_);           \
-    } while (0)
 
 struct fixture {
     char dir[PATH_MAX]; /* the mkdtemp directory */

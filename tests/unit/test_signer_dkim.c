@@ -24,38 +24,9 @@
 #include "../../common/limits.h"
 #include "../../signer/signer_dkim.h"
 #include "../../signer/signer_pkey.h"
+#include "testutil.h"
 
 #define DOMAIN "example.org"
-
-/* A growing string. */
-struct sb {
-    char *s;
-    size_t len;
-    size_t cap;
-};
-
-static void sb_addn(struct sb *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->s = realloc(b->s, b->cap);
-        assert_non_null(b->s);
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_add(struct sb *b, const char *s)
-{
-    sb_addn(b, s, strlen(s));
-}
-
-static void sb_free(struct sb *b)
-{
-    free(b->s);
-    memset(b, 0, sizeof(*b));
-}
 
 /* A test key: private PEM for the signer, key record for the verifier. */
 struct tkey {

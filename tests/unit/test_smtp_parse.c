@@ -13,57 +13,7 @@
 
 #include "../../common/limits.h"
 #include "../../server/smtp_parse.h"
-
-/* A growing string for events and built inputs. */
-struct sb {
-    char *s;
-    size_t len;
-    size_t cap;
-};
-
-static void sb_addn(struct sb *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->s = realloc(b->s, b->cap);
-        assert_non_null(b->s);
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_add(struct sb *b, const char *s)
-{
-    sb_addn(b, s, strlen(s));
-}
-
-static void sb_fill(struct sb *b, char c, size_t n)
-{
-    while (n-- > 0)
-        sb_addn(b, &c, 1);
-}
-
-/* Appends s[0..n) with CR, LF, NUL and other controls made visible. */
-static void sb_esc(struct sb *b, const char *s, size_t n)
-{
-    char tmp[8];
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c == '\r')
-            sb_add(b, "\\r");
-        else if (c == '\n')
-            sb_add(b, "\\n");
-        else if (c < 32 || c == 127) {
-            snprintf(tmp, sizeof(tmp), "\\x%02x", c);
-            sb_add(b, tmp);
-        } else
-            sb_addn(b, s + i, 1);
-    }
-}
+#include "testutil.h"
 
 static const char *const verb_names[] = {
     [SMTP_VERB_UNKNOWN] = "UNKNOWN", [SMTP_VERB_HELO] = "HELO",
@@ -86,33 +36,6 @@ struct run_opts {
     size_t pending;  /* smtp_parse_pending() wanted at the end */
     const char *why; /* case name, for messages */
 };
-
-/* Prints got and want; long strings only around the first difference. */
-static void check_str(const char *name, const char *mode, const char *got,
-                      const char *want)
-{
-    size_t i = 0, from;
-
-    if (strcmp(got, want) == 0)
-        return;
-    while (got[i] != '\0' && got[i] == want[i])
-        i++;
-    from = i > 40 ? i - 40 : 0;
-    print_error("%s (%s): first difference at octet %zu\n"
-                "  got:  %s%.80s\n  want: %s%.80s\n",
-                name, mode, i, from ? "..." : "", got + from, from ? "..." : "",
-                want + from);
-    fail();
-}
-
-static void check_size(const char *name, const char *what, size_t got,
-                       size_t want)
-{
-    if (got != want) {
-        print_error("%s: %s: got %zu, want %zu\n", name, what, got, want);
-        fail();
-    }
-}
 
 /* Records one command, checking the invariants of struct smtp_cmd. */
 static void record_cmd(struct sb *ev, const struct smtp_cmd *c, int raw,
