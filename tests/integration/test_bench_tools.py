@@ -80,8 +80,11 @@ def test_load_through_gateway(gateway, dns_records):
     rc, r, out, err = sgload(gateway, "-c", "2", "-m", "3", "-n", "6",
                              "-b", "3k")
     assert rc == 0, err
-    assert (r["ok"], r["fail"], r["sessions"], r["tls"], r["auth"],
-            r["pipelining"]) == ("6", "0", "2", "1", "1", "1"), out
+    assert (r["ok"], r["fail"], r["tls"], r["auth"],
+            r["pipelining"]) == ("6", "0", "1", "1", "1"), out
+    # Two slots of 3 messages each need 2 sessions; a slot may open a third
+    # that finds the count already taken by the other slot and just QUITs.
+    assert int(r["sessions"]) in (2, 3), out
     assert float(r["p50_ms"]) > 0 and float(r["sess_p50_ms"]) > 0
     got = gateway.sink.wait_for(b"sgload body of message", count=before + 6)
     results = dkimverify.verify_message(got[-1].raw, dns_records)
