@@ -378,13 +378,12 @@ static const struct cfg_key cfg_keys[] = {
      NULL,
      "The signer executable. Empty: subgate-signer in the directory "
      "that holds the subgated program."},
-    {"reset_window", CFG_T_DURATION_S, CFG_OFF(reset_window_s), "1h",
-     CFG_MIN, 7 * CFG_DAY, 0, NULL, NULL,
+    {"reset_window", CFG_T_DURATION_S, CFG_OFF(reset_window_s), "1h", CFG_MIN,
+     7 * CFG_DAY, 0, NULL, NULL,
      "A signed change-password request is accepted only when its "
      "signature was made at most this long before, or after, the "
      "time it is processed. Whole seconds."},
-    {"reset_rate", CFG_T_UINT, CFG_OFF(reset_rate), "3", 1, 100, 0, NULL,
-     NULL,
+    {"reset_rate", CFG_T_UINT, CFG_OFF(reset_rate), "3", 1, 100, 0, NULL, NULL,
      "Password changes by signed mail per member key in 24 hours; also "
      "the number of refusal notices a member gets in 24 hours."},
     {"log_syslog", CFG_T_BOOL, CFG_OFF(log_syslog), "no", 0, 0, 0, NULL, NULL,

@@ -184,7 +184,9 @@ struct db_member *db_member_shrink(struct db_member *m)
         offsetof(struct db_member, addrs) + m->naddrs * sizeof(m->addrs[0]);
     struct db_member *r = realloc(m, size);
 
-    return r != NULL ? r : m; /* a smaller block: cannot really fail */
+    /* A smaller block cannot really fail; if it does, m is still valid. */
+    // cppcheck-suppress memleak
+    return r != NULL ? r : m;
 }
 
 void db_member_clear(struct db_member *m)
