@@ -79,6 +79,15 @@ void smtp_cmd_auth_refuse(struct smtp_session *s, const char *reason)
     smtp_auth_fail(s, reason);
 }
 
+/* The member database could not answer: 454, the client may retry. */
+void smtp_cmd_auth_tempfail(struct smtp_session *s, const char *reason)
+{
+    log_warn("%s: auth client=[%s] member=%s result=tempfail reason=\"%s\"",
+             s->id, s->client_ip, s->auth_login, reason);
+    metrics_inc(METRIC_AUTH_TEMPFAIL);
+    smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+}
+
 void smtp_cmd_auth_accept(struct smtp_session *s, struct db_member *m)
 {
     m = db_member_shrink(m); /* kept for the session's life */
@@ -104,11 +113,7 @@ static void smtp_auth_done(void *arg, int result, const char *reason,
     } else if (result == 0) {
         smtp_auth_fail(s, reason);
     } else {
-        log_warn("%s: auth client=[%s] member=%s result=tempfail "
-                 "reason=\"%s\"",
-                 s->id, s->client_ip, s->auth_login, reason);
-        metrics_inc(METRIC_AUTH_TEMPFAIL);
-        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        smtp_cmd_auth_tempfail(s, reason);
         smtp_session_resume(s);
     }
 }

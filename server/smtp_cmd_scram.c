@@ -20,7 +20,6 @@
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "auth_strong.h"
-#include "metrics.h"
 #include "scram.h"
 #include "smtp_auth.h"
 #include "smtp_limit.h"
@@ -88,11 +87,7 @@ static void smtp_strong_verdict(struct smtp_session *s, int result,
     if (result == 1) {
         smtp_cmd_auth_accept(s, m);
     } else {
-        log_warn("%s: auth client=[%s] member=%s result=tempfail "
-                 "reason=\"%s\"",
-                 s->id, s->client_ip, s->auth_login, reason);
-        metrics_inc(METRIC_AUTH_TEMPFAIL);
-        smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+        smtp_cmd_auth_tempfail(s, reason);
     }
     if (async)
         smtp_session_resume(s);

@@ -224,9 +224,11 @@ void smtp_cmd_auth_abort(struct smtp_session *s);
  * exchange is over (auth_step SMTP_AUTH_NONE). _accept: the member (m,
  * taken) is authenticated: logged (with m->auth_via), counted, 235 sent;
  * the caller resumes the session if it waited. _refuse: as a wrong
- * password (counted, logged, 535 after the delay; the session waits). */
+ * password (counted, logged, 535 after the delay; the session waits).
+ * _tempfail: the member database could not answer (logged, 454). */
 void smtp_cmd_auth_accept(struct smtp_session *s, struct db_member *m);
 void smtp_cmd_auth_refuse(struct smtp_session *s, const char *reason);
+void smtp_cmd_auth_tempfail(struct smtp_session *s, const char *reason);
 
 /* smtp_cmd_scram.c: AUTH SCRAM-SHA-256[-PLUS] and EXTERNAL */
 struct smtp_strong;
