@@ -837,6 +837,33 @@ def test_gateway_spool_file_that_fails_is_set_aside(gated):
     assert qid not in spool_files(gw)
 
 
+def test_gateway_request_deferred_while_database_is_locked(gated, gpg):
+    """`subgate mailgate` exits 75 when the database cannot take the
+    change: the worker keeps the request, logs when it tries again and
+    then carries it out once the lock is gone."""
+    gw = gated
+    m = new_member(gw, gpg)
+    before = stored_hash(gw, m.address)
+    lock = sqlite3.connect(str(gw.state / "subgate.db"), timeout=10,
+                           isolation_level=None)
+    try:
+        # A writer holds the database: readers go on (WAL), writers wait
+        # for the busy timeout and give up.
+        lock.execute("BEGIN IMMEDIATE")
+        qid = submit_request(gw, inline_request(gpg, m.fpr))
+        line = gw.wait_log(r"mailgate deferred \(exit status 75\); "
+                           r"retry in \d+ s", qid=qid, timeout=60)
+        assert qid in spool_files(gw), line
+        assert qid not in failed_files(gw)
+        assert stored_hash(gw, m.address) == before
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_handled(gw, qid)
+    assert qid not in failed_files(gw)
+    assert_reset_works(gw, gpg, m, reply_for(gw, m.address)[0])
+
+
 def test_gateway_limits_requests_per_session(gated):
     gw = gated
     stranger = "nobody-%s@example.net" % token()
