@@ -119,8 +119,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FB := $(B)/fuzz
 FUZZERS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
-FUZZ_LIB_SRC := common/addr.c common/cfg.c common/ipc.c common/log.c \
-	common/xalloc.c server/smtp_parse.c server/smtp_data.c \
+FUZZ_LIB_SRC := common/addr.c common/cfg.c common/ipc.c common/jail.c \
+	common/log.c common/xalloc.c server/smtp_parse.c server/smtp_data.c \
 	server/smtp_auth.c server/policy.c server/policy_ident.c
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -O1 -g $(WARN) \
 	-fsanitize=fuzzer-no-link,address,undefined \

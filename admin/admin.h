@@ -173,6 +173,10 @@ int cmd_dns(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_member_pgpkey(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_member_reset(struct admin_ctx *ctx, int argc, char **argv);
 int cmd_tenant_reset(struct admin_ctx *ctx, int argc, char **argv);
+/* cmd_tenant_notify.c: `tenant notify`, and the "admin_address:" line of
+ * `tenant show` for tenant_id (ADMIN_OK or ADMIN_FAIL, printed). */
+int cmd_tenant_notify(struct admin_ctx *ctx, int argc, char **argv);
+int tenant_notify_show(struct admin_ctx *ctx, long long tenant_id);
 int cmd_mailgate(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

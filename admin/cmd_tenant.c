@@ -214,6 +214,8 @@ static int tenant_show(struct admin_ctx *ctx, int argc, char **argv)
     printf("members: %lld\ncreated: %s\n", sqlite3_column_int64(st, 6),
            admin_iso_time(sqlite3_column_int64(st, 5), when, sizeof when));
     sqlite3_finalize(st);
+    if (tenant_notify_show(ctx, id) != ADMIN_OK)
+        return ADMIN_FAIL;
     return tenant_ldap_show(ctx, id);
 }
 
@@ -273,6 +275,7 @@ int cmd_tenant(struct admin_ctx *ctx, int argc, char **argv)
         {"ldap", cmd_tenant_ldap},
         {"reset", cmd_tenant_reset},
         {"require-tokens", cmd_tenant_require_tokens},
+        {"notify", cmd_tenant_notify},
     };
 
     return admin_dispatch(ctx, cmds, sizeof cmds / sizeof cmds[0], "tenant",

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../common/jail.h"
 #include "../common/limits.h"
 #include "admin.h"
 
@@ -248,6 +249,35 @@ static int tenant_ldap_check(const struct admin_opt *o,
     return ADMIN_OK;
 }
 
+/* With chroot set, the SMTP worker reads the tenant's files by their names
+ * inside the chroot and cannot reach a socket named by an ldapi:// URI
+ * (docs/security.md, "Chroot"): refused here rather than at the first
+ * login. ADMIN_OK, or ADMIN_USAGE (printed). */
+static int tenant_ldap_jail_ok(const struct cfg *cfg, const struct admin_opt *o)
+{
+    static const int files[] = {TL_BIND_PW_FILE, TL_CA_FILE};
+    char inside[SG_MAX_LDAP_SETTING];
+    const char *why;
+    size_t i;
+
+    if (cfg->chroot[0] == '\0')
+        return ADMIN_OK;
+    if (strcasestr(o[TL_URI].value, "ldapi:") != NULL)
+        return admin_badarg("--uri: ldapi:// cannot be reached from the SMTP "
+                            "worker's chroot %s",
+                            cfg->chroot);
+    for (i = 0; i < sizeof files / sizeof files[0]; i++) {
+        const struct admin_opt *f = &o[files[i]];
+
+        if (f->set &&
+            jail_path(cfg->chroot, f->value, inside, sizeof inside, &why) != 0)
+            return admin_badarg("--%s %s %s (chroot = %s): the SMTP worker "
+                                "reads it from inside the chroot",
+                                f->name, f->value, why, cfg->chroot);
+    }
+    return ADMIN_OK;
+}
+
 /* Binds option i's value to parameter p, NULL when not given. */
 static void tenant_ldap_bind(sqlite3_stmt *st, int p, const struct admin_opt *o)
 {
@@ -347,7 +377,8 @@ int cmd_tenant_ldap(struct admin_ctx *ctx, int argc, char **argv)
         for (i = 0; i < TL_NOPTS; i++)
             if (i != TL_OFF && o[i].set)
                 return admin_badarg("--off takes no other option");
-    } else if ((rc = tenant_ldap_check(o, &timeout_ms)) != ADMIN_OK) {
+    } else if ((rc = tenant_ldap_check(o, &timeout_ms)) != ADMIN_OK ||
+               (rc = tenant_ldap_jail_ok(ctx->cfg, o)) != ADMIN_OK) {
         return rc;
     }
     if (admin_begin(ctx) != ADMIN_OK)

@@ -75,6 +75,7 @@ static const char main_help[] =
     "  tenant reset DOMAIN [--address ADDR] [--accept-in-gateway yes|no]\n"
     "               [--off]\n"
     "  tenant require-tokens DOMAIN yes|no\n"
+    "  tenant notify DOMAIN [--admin ADDRESS|none]\n"
     "  mailgate [-f SENDER] [--recipient ADDR] < message\n"
     "  status\n"
     "  queue list | show ID | flush [ID] | delete ID|--all\n"

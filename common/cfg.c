@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "jail.h"
 #include "limits.h"
 #include "log.h"
 #include "xalloc.h"
@@ -96,6 +97,7 @@ static int cfg_check_hostname(const char *v, const char **why_r);
 static int cfg_check_relay_host(const char *v, const char **why_r);
 static int cfg_check_selector(const char *v, const char **why_r);
 static int cfg_check_user(const char *v, const char **why_r);
+static int cfg_check_chroot(const char *v, const char **why_r);
 
 /* Same order as enum cfg_relay_tls. */
 static const char *const cfg_relay_tls_names[] = {"none", "may", "encrypt",
@@ -293,6 +295,14 @@ static const struct cfg_key cfg_keys[] = {
      "Messages all members of one tenant together may send per hour. "
      "Over it MAIL and the end of DATA are answered 451 4.7.1. 0: no "
      "limit."},
+    {"budget_report_interval", CFG_T_DURATION_S,
+     CFG_OFF(budget_report_interval_s), "1h", 0, 7 * CFG_DAY, 0, NULL, NULL,
+     "When member_msg_per_hour, member_rcpt_per_day or tenant_msg_per_hour "
+     "refuses a member, the tenant's administrator (subgate tenant notify) "
+     "is mailed one report, and then no other about the same member (the "
+     "same tenant, for tenant_msg_per_hour) and limit for this long. "
+     "Tenants without an administrator address get none. 0s: never "
+     "report. Whole seconds."},
     {"remove_foreign_sender", CFG_T_BOOL, CFG_OFF(remove_foreign_sender), "no",
      0, 0, 0, NULL, NULL,
      "Sender:, Resent-From: and Resent-Sender: fields must name one "
@@ -369,6 +379,14 @@ static const struct cfg_key cfg_keys[] = {
      "When subgated starts as root, the SMTP and queue workers run "
      "as this user. Empty: they keep the user subgated started "
      "as."},
+    {"chroot", CFG_T_PATH, CFG_OFF(chroot), "", 0, 0, 0, cfg_check_chroot, NULL,
+     "Directory that the SMTP worker, the process that reads what "
+     "clients send, is locked into with chroot(2) before it becomes user; "
+     "usually state_dir. database, queue_dir, run_dir, tls_cert and "
+     "tls_key must lie inside it: the worker opens them by their names "
+     "inside. Needs subgated to start as root, and user. subgated keeps "
+     "copies of /etc/hosts, /etc/resolv.conf and LDAP's CA bundle in its "
+     "etc/ (docs/security.md, Chroot). Empty: no chroot."},
     {"signer_user", CFG_T_STRING, CFG_OFF(signer_user), "", 0, 0, 0,
      cfg_check_user, NULL,
      "When subgated starts as root, the signer runs as this user, "
@@ -742,6 +760,12 @@ static int cfg_check_user(const char *v, const char **why_r)
     return 0;
 }
 
+/* Empty, or a directory name that can be a chroot (common/jail.h). */
+static int cfg_check_chroot(const char *v, const char **why_r)
+{
+    return *v == '\0' ? 0 : jail_root_check(v, why_r);
+}
+
 /* Splits a listen list on spaces and commas, checks each entry and
  * stores them separated by one space. */
 static int cfg_set_listen(struct cfg *c, const struct cfg_key *k, const char *v,
@@ -1103,6 +1127,52 @@ static int cfg_fail_pair(const struct cfg *c, const unsigned *seen,
     return -1;
 }
 
+/* With chroot set: user is set, and every file the SMTP worker opens lies
+ * inside the chroot (server/smtpd_jail.c). 0, or -1 with msg and the line
+ * to blame: the later of chroot's and the path's (state_dir's for a path
+ * derived from it). */
+static int cfg_check_jail(const struct cfg *c, const unsigned *seen,
+                          unsigned *lineno_r, char *msg, size_t msglen)
+{
+    static const char *const inside[] = {"database", "queue_dir", "run_dir",
+                                         "tls_cert", "tls_key"};
+    char buf[PATH_MAX];
+    const char *why, *v;
+    size_t ir, ist, i, j;
+
+    if (c->chroot[0] == '\0')
+        return 0;
+    if (cfg_find("chroot", &ir) == NULL || cfg_find("state_dir", &ist) == NULL)
+        log_panic("cfg: chroot or state_dir missing from the table");
+    *lineno_r = seen[ir];
+    if (c->user[0] == '\0') {
+        snprintf(msg, msglen,
+                 "chroot needs user: a process that stays root can leave "
+                 "a chroot");
+        return -1;
+    }
+    for (i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+        const struct cfg_key *k = cfg_find(inside[i], &j);
+        unsigned line;
+
+        if (k == NULL)
+            log_panic("cfg: %s missing from the table", inside[i]);
+        v = cfg_cstr(c, k);
+        if (*v == '\0' || jail_path(c->chroot, v, buf, sizeof(buf), &why) == 0)
+            continue;
+        line = seen[j] != 0 || !(k->flags & CFG_F_UNDER_STATE) ? seen[j]
+                                                               : seen[ist];
+        if (line > *lineno_r)
+            *lineno_r = line;
+        snprintf(msg, msglen,
+                 "%s %s %s (chroot = %s): the SMTP worker opens it from "
+                 "inside the chroot",
+                 inside[i], v, why, c->chroot);
+        return -1;
+    }
+    return 0;
+}
+
 /* Fills in what depends on the whole file. 0 ok; -1 with msg and the
  * line to blame in *lineno_r. */
 static int cfg_finish(struct cfg *c, const unsigned *seen, unsigned *lineno_r,
@@ -1129,6 +1199,8 @@ static int cfg_finish(struct cfg *c, const unsigned *seen, unsigned *lineno_r,
         *lineno_r = seen[i];
         return -1;
     }
+    if (cfg_check_jail(c, seen, lineno_r, msg, msglen) != 0)
+        return -1;
     if (c->retry_max_s >= c->retry_min_s)
         return 0;
     if (cfg_find("retry_min", &imin) == NULL ||

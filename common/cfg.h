@@ -69,6 +69,7 @@ struct cfg {
     unsigned member_msg_per_hour;
     unsigned member_rcpt_per_day;
     unsigned tenant_msg_per_hour;
+    unsigned budget_report_interval_s; /* 0: no reports to tenant admins */
     int remove_foreign_sender; /* Sender:/Resent-*: 1 remove, 0 refuse */
 
     unsigned signer_timeout_ms; /* one signing request */
@@ -87,6 +88,7 @@ struct cfg {
     unsigned dns_timeout_ms;   /* one DNS answer */
     char *dns_resolver;        /* "" = /etc/resolv.conf */
     char *user;                /* run workers as (when root); "" = no */
+    char *chroot;              /* SMTP worker's; "" = none (smtpd_jail.h) */
     char *signer_user;         /* run the signer as; "" = user */
     char *signer_program;      /* "" = subgate-signer beside subgated */
     unsigned reset_window_s;   /* signed request age, past or future */

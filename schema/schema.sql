@@ -202,4 +202,12 @@ CREATE TABLE IF NOT EXISTS tenant_auth_policy (
                                               -- is refused for AUTH
 );
 
+-- A tenant's administrator, set with `subgate tenant notify`: subgated
+-- mails it a report when a member or the tenant reaches an outbound
+-- budget (budget_report_interval). No row: no reports.
+CREATE TABLE IF NOT EXISTS tenant_notify (
+    tenant_id     INTEGER PRIMARY KEY REFERENCES tenant(id) ON DELETE CASCADE,
+    admin_address TEXT NOT NULL
+);
+
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');

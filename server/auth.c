@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/jail.h"
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "auth_cache.h"
@@ -242,6 +243,34 @@ static void auth_sqlite_step(struct auth_req *r, sqlite3 *db)
     db_member_clear(r->m);
 }
 
+/* In a chrooted worker (cfg chroot), the tenant's directory files are
+ * named as outside: takes them to their names inside. 0, or -1 when one
+ * lies outside the chroot (logged; subgated checks this at start, a
+ * tenant changed since then may still do it). */
+static int auth_jail_ldap_files(struct auth_req *r)
+{
+    struct db_tenant_ldap *l = &r->tenant->ldap;
+    char *files[] = {l->ca_file, l->bind_password_file};
+    const char *names[] = {"ca_file", "bind_password_file"};
+    const char *root = r->a->cfg->chroot, *why;
+    char inside[SG_MAX_LDAP_SETTING];
+    size_t i;
+
+    for (i = 0; root[0] != '\0' && i < sizeof files / sizeof files[0]; i++) {
+        if (files[i][0] == '\0')
+            continue;
+        if (jail_path(root, files[i], inside, sizeof inside, &why) != 0) {
+            log_error("%s: ldap tenant=%s %s %s %s (chroot = %s)", r->logid,
+                      r->tenant->tenant, names[i], files[i], why, root);
+            r->reason = "directory files outside the chroot";
+            return -1;
+        }
+        /* Never longer than the name outside, which fitted. */
+        memcpy(files[i], inside, strlen(inside) + 1);
+    }
+    return 0;
+}
+
 /* Pool thread, first stage: the tenant, the cache, the SQLite backend. */
 static void auth_work_lookup(uv_work_t *w)
 {
@@ -275,6 +304,8 @@ static void auth_work_lookup(uv_work_t *w)
         auth_sqlite_step(r, db);
         goto out;
     }
+    if (auth_jail_ldap_files(r) != 0)
+        goto out;
     r->m = xcalloc(1, sizeof(*r->m));
     if (r->have_key && auth_cache_get(a->cache, r->key, r->gen, &hit, r->m)) {
         auth_from_cache(r, &hit);

@@ -35,6 +35,7 @@
 #include "qmgr.h"
 #include "queue.h"
 #include "smtpd.h"
+#include "smtpd_jail.h"
 
 #define MAIN_MAX_LISTENERS 16
 #define MAIN_LISTEN_BACKLOG 511
@@ -338,7 +339,12 @@ static void worker_run(struct main_state *st, enum main_worker_kind kind,
         log_error_errno(errno, "cannot run %s", st->signer_path);
         _exit(1);
     case WORKER_SMTPD:
-        drop_privileges(cfg->user);
+        /* With chroot, the worker locks itself in before it becomes
+         * user; its copy of cfg then names files as seen inside. */
+        if (cfg->chroot[0] != '\0')
+            smtpd_jail_enter(st->cfg);
+        else
+            drop_privileges(cfg->user);
         die_with_master(master);
         rc = smtpd_main(cfg, st->ls, st->nls);
         _exit(rc);
@@ -534,6 +540,8 @@ static int supervise(struct main_state *st)
         }
         if (sig == SIGHUP) {
             log_info("SIGHUP: passing on to workers");
+            if (st->cfg->chroot[0] != '\0')
+                (void)smtpd_jail_refresh(st->cfg); /* logs its errors */
             for (k = 0; k < WORKER_COUNT; k++) {
                 if (st->w[k].pid > 0)
                     kill(st->w[k].pid, SIGHUP);
@@ -582,6 +590,9 @@ int main(int argc, char **argv)
     log_init("subgated", st.cfg->log_syslog);
     if (st.cfg->tls_cert[0] == '\0' || st.cfg->tls_key[0] == '\0')
         log_fatal("%s: tls_cert and tls_key must be set", st.cfg->path);
+    if (st.cfg->chroot[0] != '\0' && geteuid() != 0)
+        log_fatal("%s: chroot = %s needs subgated to start as root",
+                  st.cfg->path, st.cfg->chroot);
 
     /* Signals are taken synchronously by supervise(); block them before
      * any worker exists so none is lost. Workers unblock them. */
@@ -601,6 +612,8 @@ int main(int argc, char **argv)
     if (mailgate_spool_init(st.cfg->queue_dir) != 0)
         log_fatal("cannot create %s/%s", st.cfg->queue_dir, MAILGATE_SPOOL_DIR);
     chown_dirs(st.cfg);
+    if (st.cfg->chroot[0] != '\0')
+        smtpd_jail_prepare(st.cfg);
     find_signer(&st);
     find_admin(&st);
     bind_list(&st, st.cfg->submission_listen, 0, "submission_listen");

@@ -29,6 +29,7 @@
 #include "mx.h"
 #include "qmgr_deliver.h"
 #include "queue.h"
+#include "queue_group.h"
 #include "relay.h"
 #include "relay_pool.h"
 
@@ -72,13 +73,14 @@ struct qmgr_thread {
 };
 
 struct qmgr {
-    const struct cfg *cfg;    /* borrowed */
-    struct relay_conf *rconf; /* owned */
-    struct relay_pool *pool;  /* owned */
-    int ino;                  /* inotify fd, owned */
-    int lockfd;               /* queue_dir/busy, flock'd; owned */
-    int wake[2];              /* threads -> main thread; owned */
-    uint64_t smarthost;       /* hash of relay_host; 0 for MX delivery */
+    const struct cfg *cfg;     /* borrowed */
+    struct relay_conf *rconf;  /* owned */
+    struct relay_pool *pool;   /* owned */
+    struct queue_group *group; /* owned: removals share fsyncs of busy/ */
+    int ino;                   /* inotify fd, owned */
+    int lockfd;                /* queue_dir/busy, flock'd; owned */
+    int wake[2];               /* threads -> main thread; owned */
+    uint64_t smarthost;        /* hash of relay_host; 0 for MX delivery */
     char active[PATH_MAX];
     struct qmgr_entry *ents; /* owned, sorted by id (= arrival order) */
     size_t nents, cap;
@@ -235,8 +237,11 @@ static void qmgr_clean_tmp(const struct cfg *cfg)
     while ((de = readdir(d)) != NULL) {
         struct stat st;
 
+        /* The change time, not the modification time: a spare that the
+         * SMTP worker has just renamed to tmp/ID to write over keeps the
+         * old message's mtime until the first write. */
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-            !S_ISREG(st.st_mode) || st.st_mtime > now - QMGR_STALE_TMP_S)
+            !S_ISREG(st.st_mode) || st.st_ctime > now - QMGR_STALE_TMP_S)
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) == 0)
             log_info("queue: removed stale tmp/%s", de->d_name);
@@ -265,6 +270,7 @@ static void *qmgr_thread_main(void *arg)
         .cfg = q->cfg,
         .pool = q->pool,
         .mx = t->mx,
+        .group = q->group,
     };
 
     pthread_mutex_lock(&q->mu);
@@ -283,6 +289,8 @@ static void *qmgr_thread_main(void *arg)
                 pthread_mutex_unlock(&q->mu);
                 if (relay_pool_reap(q->pool) > 0)
                     qmgr_wake(q);
+                /* Idle: the last removals become durable now. */
+                queue_group_flush(q->group, 0);
                 pthread_mutex_lock(&q->mu);
             }
         }
@@ -349,7 +357,7 @@ static int qmgr_collect(struct qmgr *q)
 static void qmgr_dispatch(struct qmgr *q)
 {
     long long now = time(NULL);
-    int queued = 0;
+    size_t queued = 0;
 
     for (size_t i = 0; i < q->nents && q->inflight < QMGR_WORKERS; i++) {
         struct qmgr_entry *e = &q->ents[i];
@@ -370,10 +378,12 @@ static void qmgr_dispatch(struct qmgr *q)
         e->busy = 1;
         e->force = 0;
         q->inflight++;
-        queued = 1;
+        queued++;
     }
-    if (queued)
-        pthread_cond_broadcast(&q->cv);
+    /* One thread per job: a broadcast would wake every idle thread for
+     * each message, and all but one would go back to sleep. */
+    for (; queued > 0; queued--)
+        pthread_cond_signal(&q->cv);
 }
 
 /* Milliseconds until something is due: a message or the next scan.
@@ -500,6 +510,7 @@ static int qmgr_setup(struct qmgr *q, const struct cfg *cfg)
     }
     if (qmgr_lock(q) < 0)
         return -1;
+    q->group = queue_group_new(cfg->queue_dir, NULL);
     rc = queue_recover(cfg->queue_dir);
     if (rc < 0) {
         log_error_errno(rc, "queue: cannot look into %s/busy", cfg->queue_dir);
@@ -588,6 +599,7 @@ out:
     qmgr_stop_threads(&q);
     qmgr_collect(&q);
     metrics_qmgr_flush(cfg, 1);
+    queue_group_free(&q.group);
     relay_pool_free(&q.pool);
     relay_conf_free(&q.rconf);
     if (q.ino >= 0)

@@ -10,7 +10,8 @@
  * max_queue_lifetime has passed. Refused and expired recipients are
  * reported to the sender in one signed DSN per message (bounce.h); an
  * optional delay warning goes out once after delay_warning. The message
- * is removed once no recipient is left.
+ * is removed once no recipient is left (its file kept as a spare, the
+ * removal made durable with others': queue_group.h).
  *
  * Threads: the main thread owns the schedule (queue id -> next attempt)
  * and never blocks on the network; delivery threads share only the job

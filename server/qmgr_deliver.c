@@ -402,7 +402,8 @@ static void qd_write(struct qd_msg *m, char **keep, size_t nkeep, int slotwait,
     out->slotwait = slotwait;
     out->dest = 0;
     if (nkeep == 0) {
-        rc = queue_done(cfg->queue_dir, m->env.id);
+        rc = m->c->group != NULL ? queue_group_done(m->c->group, m->env.id)
+                                 : queue_done(cfg->queue_dir, m->env.id);
         if (rc < 0 && rc != -ENOENT)
             log_error_errno(rc, "%s: cannot remove the queue file", m->env.id);
         else

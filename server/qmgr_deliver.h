@@ -16,6 +16,7 @@
 
 #include "../common/cfg.h"
 #include "mx.h"
+#include "queue_group.h"
 #include "relay_pool.h"
 
 /* Stands for "not before a restart": corrupt or oversized files. */
@@ -34,7 +35,8 @@
 struct qmgr_deliver_ctx {
     const struct cfg *cfg;
     struct relay_pool *pool;
-    struct mx_resolver *mx; /* NULL when relay_host is set */
+    struct mx_resolver *mx;    /* NULL when relay_host is set */
+    struct queue_group *group; /* removals share fsyncs; NULL: each its own */
 };
 
 /* What the scheduler needs to know afterwards. */

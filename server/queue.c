@@ -1,7 +1,10 @@
 /* queue: the durable on-disk queue; the format is documented in queue.h and
- * docs/queue.md. Every write goes to tmp/ first, is fsync'd, then renamed
- * into active/, and the directory is fsync'd, so a crash at any point
- * leaves either the complete old state or the complete new one. */
+ * docs/queue.md, the envelope parser is in queue_env.c. Every write goes
+ * to tmp/ first (a new file, or a spare written over), is fsync'd, then
+ * renamed into active/, and the directory is fsync'd (by the caller's
+ * queue_sync_cb when it shares that fsync: queue_group.c), so a crash at
+ * any point leaves either the complete old state or the complete new
+ * one. */
 #include "queue.h"
 
 #include <dirent.h>
@@ -21,12 +24,6 @@
 #include "../common/fsutil.h"
 #include "../common/log.h"
 #include "../common/xalloc.h"
-
-#define QUEUE_MAGIC "SUBGATE-QUEUE 1\n"
-/* Bounds on numeric envelope fields: a corrupt file must not make the
- * runner compute with absurd values. */
-#define QUEUE_MAX_ATTEMPTS 1000000u
-#define QUEUE_MAX_TIME 253402300799LL /* 9999-12-31T23:59:59Z */
 
 static const char queue_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
@@ -262,26 +259,50 @@ toolong:
     return NULL;
 }
 
-/* Creates tmp (O_EXCL), writes the envelope block and the message, fsyncs
- * and closes it. On failure the file is removed. 0 or -errno. */
-static int queue_write_file(const char *tmp, const char *envbuf, size_t envlen,
-                            const struct iovec *iov, int iovcnt)
+/* Opens tmp for writing: with reuse the spare that queue_spare_take()
+ * put there, else (or when it has gone meanwhile) a new file. The
+ * descriptor or -errno. */
+static int queue_open_tmp(const char *tmp, int reuse)
+{
+    int fd;
+
+    if (reuse) {
+        fd = open(tmp, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT)
+            return fd < 0 ? -errno : fd;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Writes the envelope block and the message to tmp, a new file or with
+ * reuse an old one overwritten from its start and cut to the new length,
+ * fsyncs and closes it. On failure the file is removed. 0 or -errno. */
+static int queue_write_file(const char *tmp, int reuse, const char *envbuf,
+                            size_t envlen, const struct iovec *iov, int iovcnt)
 {
     struct iovec *v;
+    off_t total = (off_t)envlen;
     int fd, rc;
 
     if (iovcnt < 0)
         return -EINVAL;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = queue_open_tmp(tmp, reuse);
     if (fd < 0)
-        return -errno;
+        return fd;
     v = xcalloc((size_t)iovcnt + 1, sizeof(*v));
     v[0].iov_base = (void *)(uintptr_t)envbuf;
     v[0].iov_len = envlen;
-    for (int i = 0; i < iovcnt; i++)
+    for (int i = 0; i < iovcnt; i++) {
         v[i + 1] = iov[i];
+        total += (off_t)iov[i].iov_len;
+    }
     rc = queue_writev_all(fd, v, iovcnt + 1);
     free(v);
+    /* Overwriting in place keeps the blocks the old content had; only
+     * what is left beyond the new end is cut off. */
+    if (rc == 0 && reuse && ftruncate(fd, total) < 0)
+        rc = -errno;
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)
@@ -309,6 +330,13 @@ static int queue_rename_noreplace(const char *from, const char *to)
 int queue_commit(const char *queue_dir, const struct queue_env *env,
                  const struct iovec *iov, int iovcnt)
 {
+    return queue_commit_via(queue_dir, env, iov, iovcnt, 0, NULL, NULL);
+}
+
+int queue_commit_via(const char *queue_dir, const struct queue_env *env,
+                     const struct iovec *iov, int iovcnt, int reuse,
+                     queue_sync_cb sync, void *arg)
+{
     char tmp[PATH_MAX], act[PATH_MAX];
     size_t envlen;
     char *envbuf;
@@ -324,7 +352,7 @@ int queue_commit(const char *queue_dir, const struct queue_env *env,
         free(envbuf);
         return rc;
     }
-    rc = queue_write_file(tmp, envbuf, envlen, iov, iovcnt);
+    rc = queue_write_file(tmp, reuse, envbuf, envlen, iov, iovcnt);
     free(envbuf);
     if (rc < 0)
         return rc;
@@ -333,7 +361,7 @@ int queue_commit(const char *queue_dir, const struct queue_env *env,
         unlink(tmp);
         return rc;
     }
-    rc = queue_fsync_dir(queue_dir, "active");
+    rc = sync != NULL ? sync(arg) : queue_fsync_dir(queue_dir, "active");
     if (rc < 0) {
         /* Not durable: the client will be told to try again, so the copy
          * must not be delivered as well. */
@@ -374,7 +402,7 @@ static int queue_write_new(const char *queue_dir, const struct queue_env *env,
     }
     iov.iov_base = (void *)(uintptr_t)body;
     iov.iov_len = bodylen;
-    rc = queue_write_file(tmp, envbuf, envlen, &iov, 1);
+    rc = queue_write_file(tmp, 0, envbuf, envlen, &iov, 1);
 out:
     free(envbuf);
     return rc;
@@ -400,222 +428,6 @@ int queue_update(const char *queue_dir, const struct queue_env *env,
 int queue_remove(const char *queue_dir, const char *id)
 {
     return queue_delete(queue_dir, id);
-}
-
-/* The envelope keys, each with where its value goes. */
-enum queue_key {
-    QK_ID,
-    QK_TIME,
-    QK_SESSION,
-    QK_MEMBER,
-    QK_SENDER,
-    QK_ATTEMPTS,
-    QK_NEXT,
-    QK_RCPT,
-    QK_SIGN,
-    QK_WARNED,
-    QK_COUNT
-};
-
-static const char *const queue_keys[QK_COUNT] = {
-    "id",       "time", "session", "member", "sender",
-    "attempts", "next", "rcpt",    "sign",   "warned",
-};
-
-/* Keys that older files lack; all others must appear. */
-static int queue_key_optional(int k)
-{
-    return k == QK_SIGN || k == QK_WARNED;
-}
-
-/* Parses a decimal number of at most max, no sign, no leading zeros
- * beyond "0". 0 ok, -1 bad. */
-static int queue_parse_num(const char *s, size_t len, long long max,
-                           long long *r)
-{
-    long long v = 0;
-
-    if (len == 0 || len > 19 || (len > 1 && s[0] == '0'))
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        long long d = s[i] - '0';
-        /* The second test catches a digit alone over a small max. */
-        if (v > (max - d) / 10 || v * 10 + d > max)
-            return -1;
-        v = v * 10 + d;
-    }
-    *r = v;
-    return 0;
-}
-
-/* Copies a value of len octets into out (room for max + 1). 0 ok, -1 over
- * the bound or with a control character. */
-static int queue_copy_value(const char *v, size_t len, char *out, size_t max)
-{
-    if (len > max)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c < 0x20 || c == 0x7f)
-            return -1;
-    }
-    memcpy(out, v, len);
-    out[len] = '\0';
-    return 0;
-}
-
-/* Sets *err_r to why a file is refused; returns -1. */
-static int queue_bad(const char **err_r, const char *why)
-{
-    *err_r = why;
-    return -1;
-}
-
-/* Stores one "key value" line into env. 0 ok, -1 with *err_r. */
-static int queue_env_line(struct queue_env *env, enum queue_key k,
-                          const char *v, size_t vlen, size_t *rcap,
-                          const char **err_r)
-{
-    long long num;
-
-    switch (k) {
-    case QK_ID:
-        if (vlen != QUEUE_ID_LEN ||
-            queue_copy_value(v, vlen, env->id, QUEUE_ID_LEN) < 0 ||
-            !queue_id_valid(env->id))
-            return queue_bad(err_r, "bad id");
-        return 0;
-    case QK_TIME:
-    case QK_NEXT:
-        if (queue_parse_num(v, vlen, QUEUE_MAX_TIME, &num) < 0)
-            return queue_bad(err_r, "bad time");
-        *(k == QK_TIME ? &env->time : &env->next) = num;
-        return 0;
-    case QK_ATTEMPTS:
-        if (queue_parse_num(v, vlen, QUEUE_MAX_ATTEMPTS, &num) < 0)
-            return queue_bad(err_r, "bad attempts");
-        env->attempts = (unsigned)num;
-        return 0;
-    case QK_SESSION:
-        if (queue_copy_value(v, vlen, env->session, sizeof(env->session) - 1) <
-            0)
-            return queue_bad(err_r, "bad session");
-        return 0;
-    case QK_MEMBER:
-    case QK_SENDER:
-        if (queue_copy_value(v, vlen,
-                             k == QK_MEMBER ? env->member : env->sender,
-                             SG_MAX_PATH) < 0)
-            return queue_bad(err_r, "bad address");
-        return 0;
-    case QK_SIGN:
-        if (vlen == 0 ||
-            queue_copy_value(v, vlen, env->sign, SG_MAX_DOMAIN) < 0)
-            return queue_bad(err_r, "bad sign domain");
-        return 0;
-    case QK_WARNED:
-        if (queue_parse_num(v, vlen, 1, &num) < 0)
-            return queue_bad(err_r, "bad warned");
-        env->warned = (unsigned)num;
-        return 0;
-    case QK_RCPT:
-        break;
-    default:
-        return queue_bad(err_r, "bad key");
-    }
-    if (env->nrcpt >= SG_MAX_RECIPIENTS)
-        return queue_bad(err_r, "too many recipients");
-    if (vlen == 0 || vlen > SG_MAX_PATH)
-        return queue_bad(err_r, "bad recipient");
-    if (env->nrcpt == *rcap) {
-        *rcap = *rcap ? *rcap * 2 : 8;
-        env->rcpt = xrealloc(env->rcpt, *rcap * sizeof(*env->rcpt));
-    }
-    env->rcpt[env->nrcpt] = xmalloc(vlen + 1);
-    if (queue_copy_value(v, vlen, env->rcpt[env->nrcpt], SG_MAX_PATH) < 0) {
-        free(env->rcpt[env->nrcpt]);
-        return queue_bad(err_r, "bad recipient");
-    }
-    env->nrcpt++;
-    return 0;
-}
-
-/* Splits one line "key value" (or "key" with an empty value) and hands it
- * to queue_env_line(); seen counts each key. 0 ok, -1 with *err_r. */
-static int queue_parse_line(struct queue_env *env, const char *line, size_t len,
-                            unsigned seen[QK_COUNT], size_t *rcap,
-                            const char **err_r)
-{
-    const char *sp = memchr(line, ' ', len);
-    size_t klen = sp ? (size_t)(sp - line) : len;
-    const char *v = sp ? sp + 1 : line + len;
-    size_t vlen = sp ? len - klen - 1 : 0;
-    int k;
-
-    for (k = 0; k < QK_COUNT; k++) {
-        if (strlen(queue_keys[k]) == klen &&
-            memcmp(queue_keys[k], line, klen) == 0)
-            break;
-    }
-    if (k == QK_COUNT)
-        return queue_bad(err_r, "unknown key");
-    if (k != QK_RCPT && seen[k] > 0)
-        return queue_bad(err_r, "duplicate key");
-    seen[k]++;
-    return queue_env_line(env, (enum queue_key)k, v, vlen, rcap, err_r);
-}
-
-int queue_env_parse(const char *buf, size_t len, struct queue_env *env,
-                    size_t *body_off_r, const char **err_r)
-{
-    size_t magic = sizeof(QUEUE_MAGIC) - 1, pos, rcap = 0;
-    size_t lim = len < SG_MAX_QUEUE_ENVELOPE ? len : SG_MAX_QUEUE_ENVELOPE;
-    unsigned seen[QK_COUNT] = {0};
-
-    memset(env, 0, sizeof(*env));
-    if (len < magic || memcmp(buf, QUEUE_MAGIC, magic) != 0) {
-        *err_r = "not a queue file";
-        return -1;
-    }
-    for (pos = magic;;) {
-        const char *nl = memchr(buf + pos, '\n', lim - pos);
-        size_t ll;
-
-        if (nl == NULL) {
-            *err_r = lim < len ? "envelope too long" : "no end of envelope";
-            goto bad;
-        }
-        ll = (size_t)(nl - (buf + pos));
-        if (ll == 0) {
-            pos++;
-            break;
-        }
-        if (queue_parse_line(env, buf + pos, ll, seen, &rcap, err_r) < 0)
-            goto bad;
-        pos += ll + 1;
-    }
-    for (int k = 0; k < QK_COUNT; k++) {
-        if (seen[k] == 0 && !queue_key_optional(k)) {
-            *err_r = k == QK_RCPT ? "no recipients" : "missing key";
-            goto bad;
-        }
-    }
-    *body_off_r = pos;
-    return 0;
-bad:
-    queue_env_clear(env);
-    return -1;
-}
-
-void queue_env_clear(struct queue_env *env)
-{
-    for (size_t i = 0; i < env->nrcpt; i++)
-        free(env->rcpt[i]);
-    free(env->rcpt);
-    env->rcpt = NULL;
-    env->nrcpt = 0;
 }
 
 /* Opens the queue file id in w for reading, refusing links and anything
@@ -812,7 +624,7 @@ int queue_settle(const char *queue_dir, const struct queue_env *env,
     return queue_unclaim(queue_dir, env->id);
 }
 
-int queue_done(const char *queue_dir, const char *id)
+int queue_done_nosync(const char *queue_dir, const char *id)
 {
     char path[PATH_MAX];
     int rc;
@@ -824,6 +636,15 @@ int queue_done(const char *queue_dir, const char *id)
         return rc;
     if (unlink(path) < 0)
         return -errno;
+    return 0;
+}
+
+int queue_done(const char *queue_dir, const char *id)
+{
+    int rc = queue_done_nosync(queue_dir, id);
+
+    if (rc < 0)
+        return rc;
     return queue_fsync_dir(queue_dir, "busy");
 }
 
@@ -968,4 +789,56 @@ int queue_flush(const char *queue_dir, const char *id)
         return 0;
     return utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW) == 0 ? 0
                                                                      : -errno;
+}
+
+/* "tmp/spare.N" into out. */
+static int queue_spare_path(char *out, size_t outlen, const char *queue_dir,
+                            unsigned slot)
+{
+    char name[32];
+
+    snprintf(name, sizeof(name), "%s%u", QUEUE_SPARE_PREFIX, slot);
+    return queue_path(out, outlen, queue_dir, "tmp", name, "");
+}
+
+int queue_spare_take(const char *queue_dir, unsigned slot, const char *id)
+{
+    char src[PATH_MAX], dst[PATH_MAX];
+    struct stat st;
+    int rc;
+
+    if (!queue_id_valid(id))
+        return -EINVAL;
+    if ((rc = queue_spare_path(src, sizeof(src), queue_dir, slot)) < 0 ||
+        (rc = queue_path(dst, sizeof(dst), queue_dir, "tmp", id, "")) < 0)
+        return rc;
+    rc = queue_rename_noreplace(src, dst);
+    if (rc < 0)
+        return rc;
+    /* Only a plain file of ours, 0600, not linked elsewhere, is written
+     * over; anything else is dropped, and a new file is made. */
+    if (lstat(dst, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+        st.st_uid != geteuid() || (st.st_mode & 07777) != 0600) {
+        unlink(dst);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+int queue_spare_put(const char *queue_dir, unsigned slot, const char *id)
+{
+    char src[PATH_MAX], dst[PATH_MAX];
+    struct stat st;
+    int rc;
+
+    if (!queue_id_valid(id))
+        return -EINVAL;
+    if ((rc = queue_path(src, sizeof(src), queue_dir, "busy", id, "")) < 0 ||
+        (rc = queue_spare_path(dst, sizeof(dst), queue_dir, slot)) < 0)
+        return rc;
+    if (lstat(src, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size > QUEUE_SPARE_MAX_SIZE)
+        return -EFBIG;
+    return queue_rename_noreplace(src, dst);
 }

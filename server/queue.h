@@ -1,5 +1,6 @@
 /* queue: the durable on-disk queue. Layout under queue_dir:
  *   tmp/ID     being written; removed at start-up by the queue runner
+ *   tmp/spare.N  a delivered file kept to be written over (queue_spare_*)
  *   active/ID  committed: envelope + signed message, fsync'd
  *   busy/ID    claimed by a delivery of the queue runner
  *   hold/ID    put aside by the administrator; never delivered
@@ -28,6 +29,12 @@
 #include "../common/limits.h"
 
 #define QUEUE_ID_LEN 12
+/* The first line of every queue file. */
+#define QUEUE_MAGIC "SUBGATE-QUEUE 1\n"
+/* Bounds on numeric envelope fields: a corrupt file must not make the
+ * runner compute with absurd values. */
+#define QUEUE_MAX_ATTEMPTS 1000000u
+#define QUEUE_MAX_TIME 253402300799LL /* 9999-12-31T23:59:59Z */
 
 struct queue_env {
     char id[QUEUE_ID_LEN + 1];
@@ -69,6 +76,35 @@ const char *queue_dir_name(enum queue_where w);
  * behind on failure. 0 or -errno. Blocking. */
 int queue_commit(const char *queue_dir, const struct queue_env *env,
                  const struct iovec *iov, int iovcnt);
+
+/* The fsync of a queue directory, made by someone else: queue_group.h
+ * shares one among the threads that changed the directory meanwhile.
+ * 0 once every change made before the call is durable, or -errno. */
+typedef int (*queue_sync_cb)(void *arg);
+
+/* queue_commit(), except that active/ is made durable by sync(arg) (NULL:
+ * its own fsync, as queue_commit()), and with reuse tmp/ID is a spare
+ * file (queue_spare_take) to overwrite instead of a new one. */
+int queue_commit_via(const char *queue_dir, const struct queue_env *env,
+                     const struct iovec *iov, int iovcnt, int reuse,
+                     queue_sync_cb sync, void *arg);
+
+/* Spare files: instead of removing a delivered file and creating a new
+ * one for the next message, the runner leaves it as tmp/spare.SLOT and
+ * the next commit writes over it (queue_group.h). Creating and removing
+ * an inode costs more than rewriting one: on ext4 without a journal the
+ * allocator scans past every inode of the group freed in the last
+ * minutes. SLOT < QUEUE_SPARES.
+ * take: renames tmp/spare.SLOT to tmp/ID (0, -ENOENT when the slot is
+ * empty, or -errno). put: renames busy/ID to tmp/spare.SLOT (0, -EEXIST
+ * when the slot is taken, -EFBIG for a file larger than
+ * QUEUE_SPARE_MAX_SIZE, -ENOENT when busy/ID is gone, or -errno); no
+ * fsync: see queue_done_nosync(). */
+#define QUEUE_SPARES 64
+#define QUEUE_SPARE_PREFIX "spare."
+#define QUEUE_SPARE_MAX_SIZE (256 * 1024)
+int queue_spare_take(const char *queue_dir, unsigned slot, const char *id);
+int queue_spare_put(const char *queue_dir, unsigned slot, const char *id);
 
 /* Parses the envelope block at the start of a queue file held in buf.
  * Recipients are allocated (free with queue_env_clear). *body_off_r is
@@ -119,6 +155,11 @@ int queue_settle(const char *queue_dir, const struct queue_env *env,
 /* Removes the claimed busy/ID: every recipient is done. 0, -ENOENT when
  * it was deleted meanwhile, or -errno. */
 int queue_done(const char *queue_dir, const char *id);
+/* queue_done() without the fsync of busy/: the caller makes the removal
+ * durable later (queue_group_done). Until then a crash of the machine
+ * may bring busy/ID back, and it is delivered again as an interrupted
+ * delivery. */
+int queue_done_nosync(const char *queue_dir, const char *id);
 /* Moves every busy/ file back to active/: claims left by a runner that
  * died. Call only when no runner is running. Returns the number moved or
  * -errno; a file that cannot be moved is logged and left. */

@@ -859,29 +859,64 @@ static int relay_alive(struct relay *r)
     return 0;
 }
 
-/* Sends the message dot-stuffed (RFC 5321 4.5.2) and the final ".". */
+/* Appends n octets to the output buffer; a run too large for it goes
+ * out at once, straight from the message. 0 or -1. */
+static int relay_put(struct relay *r, const char *p, size_t n)
+{
+    if (r->wlen + n <= sizeof(r->wbuf)) {
+        memcpy(r->wbuf + r->wlen, p, n);
+        r->wlen += n;
+        return 0;
+    }
+    if (relay_flush(r, "sending the message") < 0)
+        return -1;
+    if (n >= sizeof(r->wbuf) / 2)
+        return relay_write(r, p, n, "sending the message");
+    memcpy(r->wbuf, p, n);
+    r->wlen = n;
+    return 0;
+}
+
+/* The offset of the next line at or after from (from > 0) that starts
+ * with ".", or len. memchr() for the dot: dots are rarer than line ends,
+ * and a dot that does not start a line costs one look back. */
+static size_t relay_next_dot_line(const char *p, size_t len, size_t from)
+{
+    while (from < len) {
+        const char *dot = memchr(p + from, '.', len - from);
+
+        if (dot == NULL)
+            return len;
+        from = (size_t)(dot - p);
+        if (p[from - 1] == '\n')
+            return from;
+        from++;
+    }
+    return len;
+}
+
+/* Sends the message dot-stuffed (RFC 5321 4.5.2: a line that starts with
+ * "." gets one more) and the final ".". The text between two such lines
+ * is copied whole, not tested octet by octet. */
 static int relay_body(struct relay *r, const char *p, size_t len)
 {
-    int bol = 1;
+    size_t pos = 0;
 
-    for (size_t i = 0; i < len; i++) {
-        if (r->wlen + 2 > sizeof(r->wbuf) &&
-            relay_flush(r, "sending the message") < 0)
+    while (pos < len) {
+        size_t end;
+
+        /* pos is at the start of a line. */
+        if (p[pos] == '.' && relay_put(r, ".", 1) < 0)
             return -1;
-        if (bol && p[i] == '.')
-            r->wbuf[r->wlen++] = '.';
-        r->wbuf[r->wlen++] = p[i];
-        bol = p[i] == '\n';
+        end = relay_next_dot_line(p, len, pos + 1);
+        if (relay_put(r, p + pos, end - pos) < 0)
+            return -1;
+        pos = end;
     }
-    if (r->wlen + 5 > sizeof(r->wbuf) &&
-        relay_flush(r, "sending the message") < 0)
+    if (len > 0 && p[len - 1] != '\n' && relay_put(r, "\r\n", 2) < 0)
         return -1;
-    if (len > 0 && !bol) {
-        memcpy(r->wbuf + r->wlen, "\r\n", 2);
-        r->wlen += 2;
-    }
-    memcpy(r->wbuf + r->wlen, ".\r\n", 3);
-    r->wlen += 3;
+    if (relay_put(r, ".\r\n", 3) < 0)
+        return -1;
     return relay_flush(r, "sending the message");
 }
 
@@ -900,9 +935,21 @@ struct relay_needs {
     int utf8h; /* 8-bit octets in the header section */
 };
 
+/* 1 if any of the n octets at s has its high bit set. Eight at a time:
+ * the whole message is looked at for every delivery. */
 static int relay_nonascii(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    const uint64_t high = 0x8080808080808080ull;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+
+        memcpy(&w, s + i, 8);
+        if (w & high)
+            return 1;
+    }
+    for (; i < n; i++) {
         if ((unsigned char)s[i] >= 0x80)
             return 1;
     }

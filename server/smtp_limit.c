@@ -7,6 +7,7 @@
 
 #include "../common/log.h"
 #include "ratelimit.h"
+#include "smtp_report.h"
 #include "smtp_session.h"
 
 static const char limit_reply_conn[] =
@@ -109,7 +110,8 @@ void smtp_limit_auth_ok(struct smtp_session *s)
 
 /* ---- outbound budgets ------------------------------------------------ */
 
-/* The reply for a refused budget, logged under id. */
+/* The reply for a refused budget, logged under id; the tenant's
+ * administrator may get a report (smtp_report.h). */
 static const char *limit_refuse(struct smtp_session *s, const char *id,
                                 enum ratelimit_verdict v)
 {
@@ -118,6 +120,7 @@ static const char *limit_refuse(struct smtp_session *s, const char *id,
 
     log_warn("%s: reject code=451 reason=\"%s\" member=%s tenant=%s", id,
              ratelimit_verdict_text(v), s->member->address, s->member->tenant);
+    smtp_report_refused(s->srv->report, s, v);
     return reply;
 }
 

@@ -9,7 +9,8 @@
  *   checked; a refusal is answered after a delay that grows with the
  *   address's failures;
  * - MAIL, RCPT, end of DATA: the member's and the tenant's message and
- *   recipient budgets (451 4.7.1);
+ *   recipient budgets (451 4.7.1), reported to the tenant's administrator
+ *   by smtp_report.h;
  * - timers: before AUTH a command line must be complete within
  *   command_timeout of the previous one, after AUTH within smtp_timeout;
  *   during DATA the client must send something every data_timeout and

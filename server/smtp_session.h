@@ -38,7 +38,9 @@ struct smtp_server {
     const struct cfg *cfg;         /* borrowed */
     SSL_CTX *tls_ctx;              /* borrowed; replaced on SIGHUP */
     struct ratelimit *rl;          /* owned by smtpd: abuse counters */
+    struct smtp_report *report;    /* owned by smtpd: budget reports */
     char *signer_sock;             /* owned by smtpd: <run_dir>/signer.sock */
+    struct queue_group *qgroup;    /* owned by smtpd: shared queue fsyncs */
     struct auth *auth;             /* owned by smtpd: AUTH checks, cache */
     struct smtp_gate *gate;        /* owned by smtpd: change-password
                                       addresses taken without AUTH */

@@ -13,8 +13,10 @@
 #include "../common/xalloc.h"
 #include "metrics.h"
 #include "auth.h"
+#include "queue_group.h"
 #include "ratelimit.h"
 #include "smtp_gate.h"
+#include "smtp_report.h"
 #include "smtp_session.h"
 #include "tls.h"
 
@@ -225,11 +227,13 @@ static int smtpd_signals(struct smtpd *d)
 static void smtpd_free(struct smtpd *d)
 {
     ratelimit_free(&d->srv.rl);
+    smtp_report_free(&d->srv.report);
     auth_free(&d->srv.auth);
     smtp_gate_free(&d->srv.gate);
     tls_server_ctx_free(&d->srv.tls_ctx);
     free(d->srv.signer_sock);
     free(d->srv.tls_rbuf);
+    queue_group_free(&d->srv.qgroup);
     free(d->ls);
     free(d);
 }
@@ -263,9 +267,11 @@ int smtpd_main(const struct cfg *cfg, const struct smtpd_listener *ls,
     d->srv.tls_ctx = ctx;
     d->srv.signer_sock = xasprintf("%s/%s", cfg->run_dir, SIGNER_SOCKET_NAME);
     d->srv.tls_rbuf = xmalloc(SMTP_INBUF_SIZE);
+    d->srv.qgroup = queue_group_new(cfg->queue_dir, NULL);
     d->srv.auth = auth_new(&d->loop, cfg);
     ratelimit_limits_from_cfg(cfg, &lim);
     d->srv.rl = ratelimit_new(&lim, RATELIMIT_MAX_ENTRIES);
+    d->srv.report = smtp_report_new(&d->loop, cfg);
     if (smtpd_listen(d, ls, nls) != 0 || smtpd_signals(d) != 0) {
         smtpd_teardown(d);
         smtpd_free(d);

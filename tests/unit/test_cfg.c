@@ -158,6 +158,57 @@ static const struct file_case file_cases[] = {
     {"empty bare", "signer_program =", 0, "signer_program = \"\""},
     {"signer_program", "signer_program = /usr/lib/subgate/subgate-signer", 0,
      "signer_program = /usr/lib/subgate/subgate-signer"},
+    /* chroot: what the SMTP worker opens must lie inside */
+    {"chroot",
+     "user = sg\nstate_dir = /srv/sg\nchroot = /srv/sg\n"
+     "tls_cert = /srv/sg/tls/c.pem\ntls_key = /srv/sg/tls/k.pem\n",
+     0, "chroot = /srv/sg\nrun_dir = /srv/sg/run"},
+    {"chroot slashes", "user = sg\nstate_dir = /srv/sg\nchroot = //srv//sg/", 0,
+     "chroot = //srv//sg/"},
+    {"chroot is state_dir parent",
+     "user = sg\nstate_dir = /srv/sg/state\nchroot = /srv", 0, "chroot = /srv"},
+    {"chroot off", "chroot = \"\"\ntls_key = /etc/k.pem", 0, "chroot = \"\""},
+    {"chroot without user", "state_dir = /srv/sg\nchroot = /srv/sg", -1,
+     ":2: chroot needs user: a process that stays root can leave a chroot"},
+    {"chroot relative", "chroot = srv/sg", -1,
+     ":1: bad value for chroot: 'srv/sg' (is not an absolute path)"},
+    {"chroot root", "chroot = /", -1,
+     ":1: bad value for chroot: '/' (is the root of the file system)"},
+    {"chroot dot dot", "chroot = /srv/../etc", -1,
+     ":1: bad value for chroot: '/srv/../etc' (has a '.' or '..' "
+     "component)"},
+    {"chroot default state_dir", "user = sg\nchroot = /srv/sg", -1,
+     ":2: database /var/lib/subgate/subgate.db is outside the chroot "
+     "directory (chroot = /srv/sg): the SMTP worker opens it from inside "
+     "the chroot"},
+    {"chroot state_dir later", "user = sg\nchroot = /srv/sg\n\nstate_dir = /x",
+     -1,
+     ":4: database /x/subgate.db is outside the chroot directory (chroot = "
+     "/srv/sg): the SMTP worker opens it from inside the chroot"},
+    {"chroot name prefix", "chroot = /srv/sg\nuser = sg\nstate_dir = /srv/sg2",
+     -1,
+     ":3: database /srv/sg2/subgate.db is outside the chroot directory "
+     "(chroot = /srv/sg): the SMTP worker opens it from inside the chroot"},
+    {"chroot queue_dir",
+     "chroot = /srv/sg\nuser = sg\nstate_dir = /srv/sg\n"
+     "queue_dir = /srv/sg/../q",
+     -1,
+     ":4: queue_dir /srv/sg/../q has a '.' or '..' component (chroot = "
+     "/srv/sg): the SMTP worker opens it from inside the chroot"},
+    {"chroot run_dir",
+     "user = sg\nstate_dir = /srv/sg\nrun_dir = /run/sg\nchroot = /srv/sg", -1,
+     ":4: run_dir /run/sg is outside the chroot directory (chroot = "
+     "/srv/sg): the SMTP worker opens it from inside the chroot"},
+    {"chroot tls_cert relative",
+     "chroot = /srv/sg\nuser = sg\nstate_dir = /srv/sg\ntls_cert = c.pem", -1,
+     ":4: tls_cert c.pem is not an absolute path (chroot = /srv/sg): the "
+     "SMTP worker opens it from inside the chroot"},
+    {"chroot tls_key",
+     "chroot = /srv/sg\nuser = sg\nstate_dir = /srv/sg\n\n"
+     "tls_cert = /srv/sg/c.pem\ntls_key = /etc/ssl/k.pem",
+     -1,
+     ":6: tls_key /etc/ssl/k.pem is outside the chroot directory (chroot = "
+     "/srv/sg): the SMTP worker opens it from inside the chroot"},
     /* listen list */
     {"listen one", "submission_listen = 127.0.0.1:2525", 0,
      "submission_listen = 127.0.0.1:2525"},
@@ -575,6 +626,7 @@ static void test_defaults(void **state)
              "member_msg_per_hour = 500\n"
              "member_rcpt_per_day = 2000\n"
              "tenant_msg_per_hour = 10000\n"
+             "budget_report_interval = 1h\n"
              "remove_foreign_sender = no\n"
              "signer_timeout = 10s\n"
              "retry_min = 5m\n"
@@ -592,6 +644,7 @@ static void test_defaults(void **state)
              "dns_timeout = 10s\n"
              "dns_resolver = \"\"\n"
              "user = \"\"\n"
+             "chroot = \"\"\n"
              "signer_user = \"\"\n"
              "signer_program = \"\"\n"
              "reset_window = 1h\n"
