@@ -663,6 +663,22 @@ def tls_context():
     return ctx
 
 
+def peer_cert_der(port):
+    """The DER certificate the implicit-TLS listener on port presents."""
+    sock = socket.create_connection((HOST, port), timeout=WAIT_TIMEOUT)
+    try:
+        tls = tls_context().wrap_socket(sock)
+        der = tls.getpeercert(binary_form=True)
+        tls.close()
+        return der
+    finally:
+        sock.close()
+
+
+def pem_der(path):
+    return ssl.PEM_cert_to_DER_cert(Path(path).read_text())
+
+
 def connect(gw, tls="starttls"):
     """An smtplib client after EHLO: tls is "starttls", "implicit" or None."""
     if tls == "implicit":

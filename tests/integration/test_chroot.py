@@ -27,8 +27,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -39,8 +37,9 @@ import pytest
 import dkimverify
 import helpers
 from helpers import (
+    peer_cert_der,
+    pem_der,
     BIN,
-    HOST,
     WAIT_TIMEOUT,
     Gateway,
     assert_queued,
@@ -50,7 +49,6 @@ from helpers import (
     make_message,
     send,
     submit,
-    tls_context,
 )
 from conftest import GatewayFactory
 from slapd import Slapd, ssha
@@ -163,21 +161,6 @@ def smtpd_pid(gw):
     pids = re.findall(r"started smtpd worker pid=(\d+)", gw.log_text())
     assert pids, gw.log_tail()
     return int(pids[-1])
-
-
-def peer_cert_der(port):
-    sock = socket.create_connection((HOST, port), timeout=WAIT_TIMEOUT)
-    try:
-        tls = tls_context().wrap_socket(sock)
-        der = tls.getpeercert(binary_form=True)
-        tls.close()
-        return der
-    finally:
-        sock.close()
-
-
-def pem_der(path):
-    return ssl.PEM_cert_to_DER_cert(Path(path).read_text())
 
 
 def config_line(gw, key):

@@ -32,6 +32,8 @@ import pytest
 
 import helpers
 from helpers import (
+    peer_cert_der,
+    pem_der,
     HOST,
     PASSWORDS,
     WAIT_TIMEOUT,
@@ -694,21 +696,6 @@ def test_tls_below_1_2_refused(gateway):
     # The server saw the offer and refused it (not a client-side failure).
     gateway.wait_log(r"tls error client=\S+ state=handshake: .*"
                      r"unsupported protocol")
-
-
-def peer_cert_der(port):
-    sock = socket.create_connection((HOST, port), timeout=WAIT_TIMEOUT)
-    try:
-        tls = tls_context().wrap_socket(sock)
-        der = tls.getpeercert(binary_form=True)
-        tls.close()
-        return der
-    finally:
-        sock.close()
-
-
-def pem_der(path):
-    return ssl.PEM_cert_to_DER_cert(Path(path).read_text())
 
 
 def test_sighup_reloads_certificate_keeping_sessions(make_gateway, tmp_path):

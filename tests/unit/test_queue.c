@@ -28,21 +28,6 @@ struct fixture {
     char qdir[PATH_MAX];
 };
 
-/* snprintf into a PATH_MAX buffer; a test fails rather than truncate. */
-static void pathf(char *out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void pathf(char *out, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(out, PATH_MAX, fmt, ap);
-    va_end(ap);
-    if (n < 0 || n >= PATH_MAX)
-        fail_msg("path too long: %s", out);
-}
-
 static int rm_entry(const char *path, const struct stat *st, int flag,
                     struct FTW *ftw)
 {

@@ -54,20 +54,6 @@ struct fixture {
     int first_entered;
 };
 
-static void pathf(char *out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void pathf(char *out, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(out, PATH_MAX, fmt, ap);
-    va_end(ap);
-    if (n < 0 || n >= PATH_MAX)
-        fail_msg("path too long: %s", out);
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

@@ -5,6 +5,8 @@
 #ifndef SUBGATE_TESTUTIL_H
 #define SUBGATE_TESTUTIL_H
 
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,21 @@
         if (g_ != w_)                                                          \
             fail_msg("%s: got %lld, want %lld", (what), g_, w_);               \
     } while (0)
+
+/* snprintf into a PATH_MAX buffer; a test fails rather than truncate. */
+static inline void pathf(char *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline void pathf(char *out, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(out, PATH_MAX, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= PATH_MAX)
+        fail_msg("path too long: %s", out);
+}
 
 /* A growing string; all zero is empty. */
 struct sb {
