@@ -10,6 +10,7 @@ import base64
 import contextlib
 import email.utils
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -167,6 +168,30 @@ def descendants(pid):
             out.append(c)
             todo.append(c)
     return out
+
+
+@contextlib.contextmanager
+def service_users(user, signer_user):
+    """Creates system users user and signer_user (also in user's group),
+    replacing left-overs of an earlier run; yields their pwd entries and
+    deletes them afterwards. Needs root."""
+    made = []
+    try:
+        for name, extra in ((user, []), (signer_user, ["-G", user])):
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(name)
+                subprocess.run(["userdel", name], check=False)
+            subprocess.run(["useradd", "--system", "--no-create-home",
+                            "--shell", "/usr/sbin/nologin", "--user-group"]
+                           + extra + [name], check=True)
+            made.append(name)
+        yield {n: pwd.getpwnam(n) for n in made}
+    finally:
+        for name in reversed(made):
+            subprocess.run(["userdel", name], check=False)
+        with contextlib.suppress(Exception):
+            subprocess.run(["groupdel", user], check=False,
+                           stderr=subprocess.DEVNULL)
 
 
 def pid_alive(pid):

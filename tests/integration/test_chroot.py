@@ -23,7 +23,6 @@ test_hardening.py's privilege test can run at the same time.
 import contextlib
 import datetime
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -37,8 +36,6 @@ import pytest
 import dkimverify
 import helpers
 from helpers import (
-    peer_cert_der,
-    pem_der,
     BIN,
     WAIT_TIMEOUT,
     Gateway,
@@ -49,6 +46,8 @@ from helpers import (
     make_message,
     send,
     submit,
+    peer_cert_der,
+    pem_der,
 )
 from conftest import GatewayFactory
 from slapd import Slapd, ssha
@@ -74,24 +73,8 @@ def needs_root():
 @pytest.fixture(scope="module")
 def chroot_users():
     needs_root()
-    made = []
-    try:
-        for name, extra in ((SMTPD_USER, []),
-                            (SIGNER_USER, ["-G", SMTPD_USER])):
-            with contextlib.suppress(KeyError):
-                pwd.getpwnam(name)
-                subprocess.run(["userdel", name], check=False)
-            subprocess.run(["useradd", "--system", "--no-create-home",
-                            "--shell", "/usr/sbin/nologin", "--user-group"]
-                           + extra + [name], check=True)
-            made.append(name)
-        yield {n: pwd.getpwnam(n) for n in made}
-    finally:
-        for name in reversed(made):
-            subprocess.run(["userdel", name], check=False)
-        with contextlib.suppress(Exception):
-            subprocess.run(["groupdel", SMTPD_USER], check=False,
-                           stderr=subprocess.DEVNULL)
+    with helpers.service_users(SMTPD_USER, SIGNER_USER) as users:
+        yield users
 
 
 @pytest.fixture

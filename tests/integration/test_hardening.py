@@ -15,7 +15,6 @@ tests connect from 127.0.0.1.
 
 import contextlib
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -32,8 +31,6 @@ import pytest
 
 import helpers
 from helpers import (
-    peer_cert_der,
-    pem_der,
     HOST,
     PASSWORDS,
     WAIT_TIMEOUT,
@@ -49,6 +46,8 @@ from helpers import (
     tls_context,
     token,
     wait_until,
+    peer_cert_der,
+    pem_der,
 )
 
 ALICE = "alice@example.org"
@@ -773,23 +772,8 @@ def system_users():
         pytest.skip("needs root to create users and drop privileges")
     if shutil.which("useradd") is None:
         pytest.skip("no useradd")
-    made = []
-    try:
-        for name, extra in ((SMTPD_USER, []), (SIGNER_USER, ["-G", SMTPD_USER])):
-            with contextlib.suppress(KeyError):
-                pwd.getpwnam(name)
-                subprocess.run(["userdel", name], check=False)
-            subprocess.run(["useradd", "--system", "--no-create-home",
-                            "--shell", "/usr/sbin/nologin", "--user-group"]
-                           + extra + [name], check=True)
-            made.append(name)
-        yield {n: pwd.getpwnam(n) for n in made}
-    finally:
-        for name in reversed(made):
-            subprocess.run(["userdel", name], check=False)
-        with contextlib.suppress(Exception):
-            subprocess.run(["groupdel", SMTPD_USER], check=False,
-                           stderr=subprocess.DEVNULL)
+    with helpers.service_users(SMTPD_USER, SIGNER_USER) as users:
+        yield users
 
 
 def test_privilege_separation(system_users, gateway_template, dns_records):
