@@ -194,6 +194,25 @@ def service_users(user, signer_user):
                            stderr=subprocess.DEVNULL)
 
 
+def lay_out_state(state, smtpd_pw, signer_pw):
+    """docs/security.md's file layout under state: the directory root's,
+    group of the workers' user, setgid (SQLite's -wal and -shm files get
+    that group, whichever worker makes them); the database the workers'
+    user's, 0660; key_dir and its keys the signer user's only."""
+    os.chown(state, 0, smtpd_pw.pw_gid)
+    os.chmod(state, 0o2770)
+    for p in state.glob("subgate.db*"):
+        os.chown(p, smtpd_pw.pw_uid, smtpd_pw.pw_gid)
+        os.chmod(p, 0o660)
+    for dirpath, _, files in os.walk(state / "keys"):
+        os.chown(dirpath, signer_pw.pw_uid, signer_pw.pw_gid)
+        os.chmod(dirpath, 0o700)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), signer_pw.pw_uid,
+                     signer_pw.pw_gid)
+            os.chmod(os.path.join(dirpath, f), 0o600)
+
+
 def pid_alive(pid):
     return _proc_stat(pid) is not None
 

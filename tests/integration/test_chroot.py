@@ -112,20 +112,8 @@ def lay_out(gw, users):
     """docs/security.md's layout: the state directory (the chroot) is
     root's, group user, setgid; the database user's; key_dir the signer's
     only; the TLS key user's."""
-    smtpd_pw, signer_pw = users[SMTPD_USER], users[SIGNER_USER]
-    state, keys = gw.state, gw.state / "keys"
-    os.chown(state, 0, smtpd_pw.pw_gid)
-    os.chmod(state, 0o2770)
-    for p in state.glob("subgate.db*"):
-        os.chown(p, smtpd_pw.pw_uid, smtpd_pw.pw_gid)
-        os.chmod(p, 0o660)
-    for dirpath, _, files in os.walk(keys):
-        os.chown(dirpath, signer_pw.pw_uid, signer_pw.pw_gid)
-        os.chmod(dirpath, 0o700)
-        for f in files:
-            os.chown(os.path.join(dirpath, f), signer_pw.pw_uid,
-                     signer_pw.pw_gid)
-            os.chmod(os.path.join(dirpath, f), 0o600)
+    smtpd_pw, state = users[SMTPD_USER], gw.state
+    helpers.lay_out_state(state, smtpd_pw, users[SIGNER_USER])
     os.chmod(state / "tls", 0o755)
     os.chown(state / "tls" / "key.pem", smtpd_pw.pw_uid, smtpd_pw.pw_gid)
 

@@ -793,21 +793,7 @@ def test_privilege_separation(system_users, gateway_template, dns_records):
         # The layout docs/security.md describes: the workers' group may
         # use the state directory and the database; only the signer user
         # may enter key_dir; the TLS key belongs to the SMTP user.
-        state, keys = gw.state, gw.state / "keys"
-        os.chown(state, 0, smtpd_pw.pw_gid)
-        # setgid: SQLite's -wal and -shm files get the directory's group,
-        # whichever worker creates them.
-        os.chmod(state, 0o2770)
-        for p in state.glob("subgate.db*"):
-            os.chown(p, smtpd_pw.pw_uid, smtpd_pw.pw_gid)
-            os.chmod(p, 0o660)
-        for dirpath, dirs, files in os.walk(keys):
-            os.chown(dirpath, signer_pw.pw_uid, signer_pw.pw_gid)
-            os.chmod(dirpath, 0o700)
-            for f in files:
-                os.chown(os.path.join(dirpath, f), signer_pw.pw_uid,
-                         signer_pw.pw_gid)
-                os.chmod(os.path.join(dirpath, f), 0o600)
+        helpers.lay_out_state(gw.state, smtpd_pw, signer_pw)
         os.chown(key, smtpd_pw.pw_uid, smtpd_pw.pw_gid)
         gw.start()
 
@@ -824,7 +810,7 @@ def test_privilege_separation(system_users, gateway_template, dns_records):
         # The master keeps root only to bind, supervise and stop.
         assert proc_ids(gw.pid)[0][0] == 0
 
-        key_files = sorted(keys.rglob("*.pem"))
+        key_files = sorted((gw.state / "keys").rglob("*.pem"))
         assert key_files
         for pid in workers:
             ids = proc_ids(pid)
